@@ -1,0 +1,69 @@
+"""The ``label-audit`` command line.
+
+    label-audit demo [--no-app] ...
+    label-audit embed DATASET [--model resnet50] [--patches-field F] ...
+    label-audit bench quality|speed|embeddings ...
+"""
+
+import argparse
+import sys
+
+
+def _embed(argv):
+    parser = argparse.ArgumentParser(prog="label-audit embed",
+                                     description="Compute embeddings for a FiftyOne dataset")
+    parser.add_argument("dataset", help="FiftyOne dataset name")
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--embeddings-field", default="embeddings")
+    parser.add_argument("--patches-field", default=None)
+    parser.add_argument("--use-masks", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--reduce-dims", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+
+    import fiftyone as fo
+
+    import label_audit
+
+    if not fo.dataset_exists(args.dataset):
+        print("error: no FiftyOne dataset named %r (fiftyone datasets list)" % args.dataset,
+              file=sys.stderr)
+        return 2
+    report = label_audit.compute_embeddings(
+        fo.load_dataset(args.dataset), model=args.model,
+        embeddings_field=args.embeddings_field, patches_field=args.patches_field,
+        use_masks=args.use_masks, batch_size=args.batch_size,
+        num_workers=args.num_workers, reduce_dims=args.reduce_dims, device=args.device)
+    print(report.summary())
+    return 0
+
+
+def _bench(argv):
+    if not argv or argv[0] not in ("quality", "speed", "embeddings"):
+        print("usage: label-audit bench {quality,speed,embeddings} [options]", file=sys.stderr)
+        return 2
+    import importlib
+
+    module = importlib.import_module("label_audit.benchmarks." + argv[0])
+    return module.main(argv[1:])
+
+
+COMMANDS = {
+    "demo": lambda argv: __import__("label_audit.demo", fromlist=["main"]).main(argv),
+    "embed": _embed,
+    "bench": _bench,
+}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return COMMANDS[argv[0]](argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

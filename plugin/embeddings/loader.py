@@ -1,0 +1,126 @@
+"""A torch ``Dataset`` that decodes, crops, masks and transforms in workers.
+
+Each item is one image; in patch mode it yields all of that image's object
+crops, so an image is decoded once however many objects it holds. Nothing
+here imports fiftyone.
+"""
+
+import os
+
+import torch
+
+from .images import ImageDecodeError, PatchError, extract_patch, load_rgb
+
+
+class PatchSpec:
+    """One object to crop: a relative box plus an optional mask or polygons."""
+
+    __slots__ = ("bbox", "mask", "polygons")
+
+    def __init__(self, bbox, mask=None, polygons=None):
+        self.bbox = bbox
+        self.mask = mask
+        self.polygons = polygons
+
+
+class ImageItems(torch.utils.data.Dataset):
+    """Decoded, transformed images (or their object crops).
+
+    ``__getitem__(i)`` returns ``(i, tensor, errors)`` where ``tensor`` has
+    shape ``(m, 3, H, W)`` (``m = 1`` for a whole image, the number of valid
+    crops in patch mode) or is None when nothing could be made, and
+    ``errors`` lists, per requested item, None or the reason it failed.
+
+    Args:
+        filepaths: image paths
+        transform: RGB PIL image -> ``(3, H, W)`` tensor
+        patches (None): per image, a list of :class:`PatchSpec` (patch mode)
+        padding (0.0): context around each box (fraction of its size)
+        min_size (2): minimum crop size in pixels
+    """
+
+    def __init__(self, filepaths, transform, patches=None, padding=0.0, min_size=2):
+        self.filepaths = list(filepaths)
+        self.transform = transform
+        self.patches = patches
+        self.padding = padding
+        self.min_size = min_size
+
+    def __len__(self):
+        return len(self.filepaths)
+
+    def __getitem__(self, i):
+        n_wanted = 1 if self.patches is None else len(self.patches[i])
+        try:
+            img = load_rgb(self.filepaths[i])
+        except ImageDecodeError as e:
+            return i, None, [str(e)] * n_wanted
+        if self.patches is None:
+            try:
+                return i, self.transform(img).unsqueeze(0), [None]
+            except Exception as e:  # transform failure: report, don't crash
+                return i, None, ["transform failed: %s" % e]
+        tensors, errors = [], []
+        for spec in self.patches[i]:
+            try:
+                crop = extract_patch(
+                    img, spec.bbox, padding=self.padding, min_size=self.min_size,
+                    mask=spec.mask, polygons=spec.polygons,
+                )
+                tensors.append(self.transform(crop))
+                errors.append(None)
+            except (PatchError, ValueError) as e:
+                errors.append(str(e))
+        return i, (torch.stack(tensors) if tensors else None), errors
+
+
+def collate_items(batch):
+    """Keeps items as a list (crops per image vary); see :class:`ImageItems`."""
+    return batch
+
+
+def default_num_workers():
+    """One fewer than the CPU count (the main process runs the model), 1..8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def batches_by_count(counts, batch_size):
+    """Groups item indices so each group holds about ``batch_size`` crops.
+
+    Args:
+        counts: number of crops per item
+        batch_size: target crops per group (an item is never split)
+
+    Returns:
+        a list of index lists covering every item with ``counts > 0``
+    """
+    groups, current, size = [], [], 0
+    for i, c in enumerate(counts):
+        if c <= 0:
+            continue
+        if current and size + c > batch_size:
+            groups.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += c
+    if current:
+        groups.append(current)
+    return groups
+
+
+def make_loader(items, batch_size, num_workers=None, counts=None, pin_memory=False):
+    """A DataLoader over :class:`ImageItems` batched by images or by crops."""
+    num_workers = default_num_workers() if num_workers is None else int(num_workers)
+    kwargs = dict(
+        num_workers=num_workers,
+        collate_fn=collate_items,
+        pin_memory=pin_memory,
+    )
+    if num_workers > 0:
+        kwargs["prefetch_factor"] = 2
+        kwargs["persistent_workers"] = False
+    if counts is None:
+        return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=False, **kwargs)
+    return torch.utils.data.DataLoader(
+        items, batch_sampler=batches_by_count(counts, batch_size), **kwargs
+    )

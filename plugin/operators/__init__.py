@@ -1,0 +1,5 @@
+"""label-audit's FiftyOne operators: one class per action, thin glue over the SDK."""
+
+from .embeddings import ComputeEmbeddings
+
+OPERATORS = [ComputeEmbeddings]

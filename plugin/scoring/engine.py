@@ -1,0 +1,275 @@
+"""``score_label_issues``: one call from (labels, features and/or pred_probs) to per-sample scores."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+
+from .confident_learning import (
+    estimate_py_and_noise_matrices_from_probabilities,
+    get_normalized_margin_for_each_label,
+    get_self_confidence_for_each_label,
+)
+from .fusion import (
+    ambiguity_flags,
+    flag_label_issues,
+    fuse_probabilities,
+    label_issue_scores,
+    outlier_flags,
+    outlier_scores,
+)
+from .importance import class_conditional_leverage, logistic_sensitivity
+from .neighbors import knn_agreement, knn_class_probabilities, knn_search
+from .probabilities import Preprocessor, out_of_fold_probabilities, validate_features, validate_labels
+
+__all__ = ["LabelIssueResult", "score_label_issues"]
+
+
+@dataclass
+class LabelIssueResult:
+    """Per-sample label-audit scores (all arrays have N rows, in input order).
+
+    Attributes
+    ----------
+    importance : float32 (N,) logistic-regression sensitivity ``h/sum(h) + loss/sum(loss)``
+        (sums to 2; higher = more important to review).  NaN when no features were given.
+    leverage : float32 (N,) class-conditional leverage (mean 1 per class).  NaN without features.
+    self_confidence : (N,) ``pred_probs[i, y_i]`` (cleanlab), in [0, 1], higher = label looks right.
+    normalized_margin : (N,) cleanlab normalized margin of ``pred_probs``, in [0, 1].
+    knn_agreement : float32 (N,) fraction of the k cosine neighbours with the same given label.
+        NaN without features.
+    outlier_score : float32 (N,) mean cosine distance to the k neighbours (higher = more
+        isolated).  NaN without features.
+    label_issue_score : float32 (N,) fused ranking score in [0, 1]; higher = more likely wrong.
+        ``1 - normalized_margin(fused_probs)``.  Without features it is ``1 - normalized_margin``.
+    is_label_issue, is_outlier, is_ambiguous : bool (N,)
+    suggested_label : int64 (N,) argmax of ``fused_probs``; suggested_confidence : its probability.
+    pred_probs : float32 (N, K) out-of-fold model probabilities (or the ones given).
+    knn_probs : float32 (N, K) neighbour-vote probabilities (None without features).
+    fused_probs : float32 (N, K) ``(1 - w) pred_probs + w knn_probs``.
+    noise_matrix : (K, K) ``P(given = i | true = j)`` (columns sum to 1), cleanlab convention,
+        estimated from ``fused_probs``.
+    confident_joint : int (K, K) calibrated confident joint ``C[given, true]`` of ``fused_probs``.
+    classes : list of class names (or ``range(K)`` as strings when not given).
+    labels : int64 (N,) the given labels scored.
+    index : int64 (N,) row of each sample in the original input (changes after removals).
+    neighbor_indices, neighbor_distances : (N, k) cosine kNN graph (indices into these N rows).
+    folds : int64 (N,) fold of each sample for the out-of-fold probabilities.
+    params : dict of the parameters used.
+    """
+
+    importance: np.ndarray
+    leverage: np.ndarray
+    self_confidence: np.ndarray
+    normalized_margin: np.ndarray
+    knn_agreement: np.ndarray
+    outlier_score: np.ndarray
+    label_issue_score: np.ndarray
+    is_label_issue: np.ndarray
+    is_outlier: np.ndarray
+    is_ambiguous: np.ndarray
+    suggested_label: np.ndarray
+    suggested_confidence: np.ndarray
+    pred_probs: np.ndarray
+    knn_probs: Optional[np.ndarray]
+    fused_probs: np.ndarray
+    noise_matrix: np.ndarray
+    confident_joint: np.ndarray
+    classes: list
+    labels: np.ndarray
+    index: np.ndarray
+    neighbor_indices: Optional[np.ndarray] = None
+    neighbor_distances: Optional[np.ndarray] = None
+    folds: Optional[np.ndarray] = None
+    params: Dict[str, Any] = field(default_factory=dict)
+    model_state: Optional[dict] = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def ranked(self) -> np.ndarray:
+        """Indices sorted by decreasing ``label_issue_score``."""
+        return np.argsort(-self.label_issue_score, kind="stable")
+
+
+def _validate_pred_probs(pred_probs, n, K):
+    P = np.asarray(pred_probs)
+    if P.ndim != 2:
+        raise ValueError(f"pred_probs must be 2-D (N, K); got shape {P.shape}.")
+    if P.shape[0] != n:
+        raise ValueError(f"pred_probs has {P.shape[0]} rows but labels has {n} entries.")
+    if P.shape[1] != K:
+        raise ValueError(
+            f"pred_probs has {P.shape[1]} columns but there are K={K} classes (from classes/labels); "
+            "they must match."
+        )
+    if not np.all(np.isfinite(P)):
+        raise ValueError("pred_probs contains NaN or inf.")
+    if P.min() < 0 or P.max() > 1 or not np.allclose(P.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError("pred_probs rows must be probabilities (in [0, 1], summing to 1); apply softmax first.")
+    return P.astype(np.float32, copy=False)
+
+
+def _knn_features(X, prep: Optional[Preprocessor], max_dim: int, random_state):
+    """Features used for the cosine kNN: as given when d <= max_dim, else centred PCA projection."""
+    if X.shape[1] <= max_dim:
+        return X, None
+    if prep is None or prep.components is None:
+        prep = Preprocessor(max_dim=max_dim, random_state=random_state).fit(X)
+    Z = prep.transform(X)
+    Z *= prep.scale  # undo the per-component z-scoring: plain (unwhitened) PCA coordinates
+    return Z, prep
+
+
+def _finish(
+    labels, K, classes, P, X_knn, nbr, dist, leverage, folds, index, params, model_state
+) -> LabelIssueResult:
+    n = labels.shape[0]
+    sc = get_self_confidence_for_each_label(labels, P)
+    nm = get_normalized_margin_for_each_label(labels, P)
+    losses = -np.log(np.clip(sc.astype(np.float64), 1e-12, None))
+    if nbr is not None:
+        pk = knn_class_probabilities(nbr, dist, labels, K)
+        agree = knn_agreement(nbr, labels)
+        osc = outlier_scores(dist)
+        is_out = outlier_flags(osc, outlier_z=params["outlier_z"])
+    else:
+        pk = None
+        agree = np.full(n, np.nan, np.float32)
+        osc = np.full(n, np.nan, np.float32)
+        is_out = np.zeros(n, bool)
+    q = fuse_probabilities(P, pk, knn_weight=params["knn_weight"])
+    score = label_issue_scores(labels, q)
+    amb = ambiguity_flags(labels, q, ambiguity_margin=params["ambiguity_margin"])
+    flags = flag_label_issues(labels, q, filter_by=params["filter_by"], exclude=amb)
+    _, nmat, _, cj = estimate_py_and_noise_matrices_from_probabilities(labels, q)
+    if leverage is not None:
+        importance = logistic_sensitivity(leverage, losses)
+    else:
+        leverage = np.full(n, np.nan, np.float32)
+        importance = np.full(n, np.nan, np.float32)
+    return LabelIssueResult(
+        importance=importance,
+        leverage=leverage,
+        self_confidence=sc,
+        normalized_margin=nm,
+        knn_agreement=agree,
+        outlier_score=osc,
+        label_issue_score=score,
+        is_label_issue=flags,
+        is_outlier=is_out,
+        is_ambiguous=amb,
+        suggested_label=q.argmax(axis=1).astype(np.int64),
+        suggested_confidence=q.max(axis=1),
+        pred_probs=P,
+        knn_probs=pk,
+        fused_probs=q,
+        noise_matrix=nmat,
+        confident_joint=cj,
+        classes=list(classes),
+        labels=labels,
+        index=index,
+        neighbor_indices=nbr,
+        neighbor_distances=dist,
+        folds=folds,
+        params=params,
+        model_state=model_state,
+    )
+
+
+def score_label_issues(
+    labels,
+    features=None,
+    pred_probs=None,
+    *,
+    classes: Optional[Sequence[str]] = None,
+    n_folds: int = 5,
+    k: int = 10,
+    random_state=0,
+    C: float = 0.1,
+    knn_weight: float = 0.5,
+    knn_method: str = "auto",
+    max_dim: int = 256,
+    filter_by: str = "prune_by_noise_rate",
+    ambiguity_margin: float = 0.2,
+    outlier_z: float = 3.5,
+    compute_importance: bool = True,
+    folds: Optional[np.ndarray] = None,
+    device=None,
+) -> LabelIssueResult:
+    """Score every sample for label errors, outliers and ambiguity.
+
+    Parameters
+    ----------
+    labels : int array (N,), values in [0, K).  Missing labels (None/NaN) are rejected.
+    features : float array or float32 np.memmap (N, d), optional
+        Embeddings.  With features the function fits its own out-of-fold logistic regression
+        (unless ``pred_probs`` is given), builds a cosine kNN graph and computes leverage.
+    pred_probs : float array (N, K), optional
+        Out-of-sample probabilities to score (cleanlab style).  Without ``features`` the
+        neighbour/importance fields are NaN and the fused probabilities equal ``pred_probs``.
+    classes : list of K class names, optional (K then = len(classes)).
+    n_folds : int, default 5.   k : int, default 10 neighbours (needs N > k).
+    random_state : int, default 0 (folds, PCA subsample, approximate kNN).
+    C : float, default 0.1; inverse L2 strength of the logistic regression (sklearn convention,
+        z-scored features).  Stronger than sklearn's default because labels are noisy.
+    knn_weight : float in [0, 1], default 0.5; weight of the kNN vote in the fused probabilities.
+    knn_method : {'auto', 'exact', 'approx'}.   max_dim : PCA size for d > max_dim.
+    filter_by : cleanlab filter mode used on the fused probabilities for ``is_label_issue``.
+    ambiguity_margin : float, default 0.2.   outlier_z : float, default 3.5 (robust z).
+    compute_importance : bool, default True.
+    folds : int array (N,), optional fixed fold assignment (reproducible recomputes).
+    device : torch device for the logistic regression ('cuda' when available).
+
+    Returns
+    -------
+    LabelIssueResult
+    """
+    if features is None and pred_probs is None:
+        raise ValueError("Pass features (N, d) and/or pred_probs (N, K); got neither.")
+    K = None
+    if classes is not None:
+        classes = list(classes)
+        K = len(classes)
+    elif pred_probs is not None:
+        K = int(np.asarray(pred_probs).shape[1]) if np.asarray(pred_probs).ndim == 2 else None
+    labels, K = validate_labels(labels, K)
+    n = labels.shape[0]
+    if classes is None:
+        classes = [str(c) for c in range(K)]
+    params = dict(
+        n_folds=n_folds, k=k, random_state=random_state, C=C, knn_weight=knn_weight, knn_method=knn_method,
+        max_dim=max_dim, filter_by=filter_by, ambiguity_margin=ambiguity_margin, outlier_z=outlier_z,
+        compute_importance=compute_importance,
+    )
+    X = None
+    if features is not None:
+        X = validate_features(features, n)
+        if n <= k:
+            raise ValueError(f"Only N={n} samples for k={k} neighbours: need N > k; lower k or add samples.")
+    state = None
+    if pred_probs is not None:
+        P = _validate_pred_probs(pred_probs, n, K)
+        folds_out = None
+    else:
+        if n < 2 * n_folds:
+            raise ValueError(f"Only N={n} samples for n_folds={n_folds}: need N >= 2 * n_folds.")
+        P, state = out_of_fold_probabilities(
+            X, labels, n_classes=K, n_folds=n_folds, C=C, max_dim=max_dim, folds=folds,
+            random_state=random_state, device=device, return_state=True,
+        )
+        folds_out = state["folds"]
+    nbr = dist = leverage = None
+    if X is not None:
+        prep = state["preprocessor"] if state is not None else None
+        Xk, kprep = _knn_features(X, prep, max_dim, random_state)
+        nbr, dist = knn_search(Xk, k, method=knn_method, random_state=random_state)
+        if compute_importance:
+            leverage = class_conditional_leverage(Xk, labels, n_classes=K)
+        if state is None:
+            state = {}
+        state["knn_preprocessor"] = kprep
+    return _finish(labels, K, classes, P, None, nbr, dist, leverage, folds_out, np.arange(n), params, state)

@@ -1,0 +1,500 @@
+"""Out-of-fold class probabilities from embeddings (fast multinomial logistic regression).
+
+The model is an L2-regularised multinomial logistic regression (same objective as
+``sklearn.linear_model.LogisticRegression(C=C)``, intercept not penalised), fitted with
+full-batch L-BFGS in torch (float32 end to end, CUDA when available):
+
+    minimise_W,b   (1 / n_train) * sum_i CE(z_i W + b, y_i)  +  ||W||^2 / (2 * C * n_train)
+
+``z_i`` are the preprocessed features: the z-scored input when ``d <= max_dim`` (the
+standardisation is folded into the weights, so the feature array is never copied), otherwise
+the top ``max_dim`` principal components (PCA fitted on a subsample of at most
+``pca_samples`` rows, all rows projected chunk by chunk), z-scored.
+
+Speed: one fit on all samples, then each fold model is warm-started from it.  The objective is
+strictly convex, so the warm start changes only the number of iterations needed, not the
+optimum; with a finite ``fold_max_iter`` the held-out labels can leak through the starting
+point by at most the remaining optimisation gap (the tests check that the out-of-fold
+probabilities stay within a small tolerance of cold-started fits).
+
+Memory: for ``d <= max_dim`` no copy of ``features`` is made (a float32 C-contiguous array or
+``np.memmap`` is used in place); for ``d > max_dim`` one (n, max_dim) float32 array is
+created.  Extra memory is O(n * K) for logits/gradients.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["out_of_fold_probabilities", "assign_folds", "validate_features", "Preprocessor"]
+
+
+# --------------------------------------------------------------------------- #
+# input validation helpers (shared by the other modules)
+# --------------------------------------------------------------------------- #
+def validate_labels(labels, n_classes: Optional[int] = None, n_samples: Optional[int] = None):
+    """Return ``(labels as int64 (N,), n_classes)`` or raise a ValueError saying what to fix."""
+    if labels is None:
+        raise ValueError("labels is None: pass an int array of shape (N,) with values in [0, K).")
+    labels = np.asarray(labels)
+    if labels.dtype == object:
+        if any(v is None for v in labels.ravel()):
+            raise ValueError(
+                "labels contains None (missing labels): drop unlabelled samples or give them a class "
+                "before scoring."
+            )
+        try:
+            labels = labels.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("labels must be integers in [0, K); map class names to ints first.") from None
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (N,); got shape {labels.shape}.")
+    if labels.size == 0:
+        raise ValueError("Empty input: labels has no entries; nothing to score.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.issubdtype(labels.dtype, np.number) or not np.all(np.isfinite(labels)):
+            raise ValueError(
+                "labels contains NaN/inf or non-numbers (missing labels?): drop unlabelled samples or "
+                "map class names to ints in [0, K) first."
+            )
+        if not np.all(labels == np.round(labels)):
+            raise ValueError("labels must be integers in [0, K); got non-integer values.")
+    labels = labels.astype(np.int64)
+    if n_samples is not None and labels.shape[0] != n_samples:
+        raise ValueError(
+            f"labels has {labels.shape[0]} entries but there are {n_samples} samples (features/pred_probs "
+            "rows); they must describe the same samples in the same order."
+        )
+    if labels.min() < 0:
+        raise ValueError(f"labels must be >= 0; got min {labels.min()}. Map class names to ints in [0, K).")
+    if n_classes is None:
+        n_classes = int(labels.max()) + 1
+    elif labels.max() >= n_classes:
+        raise ValueError(
+            f"labels must lie in [0, K) with K = {n_classes}; got max label {labels.max()}. "
+            "Pass the full class list (classes=...) or fix the labels."
+        )
+    if n_classes < 2 or np.unique(labels).size < 2:
+        raise ValueError(
+            "Only one class is present in labels: label-error detection needs at least two classes "
+            "with samples."
+        )
+    return labels, int(n_classes)
+
+
+def validate_features(features, n_samples: Optional[int] = None, *, name: str = "features"):
+    """Check a (N, d) feature array; return it as float32 (no copy when already float32).
+
+    Raises ValueError for wrong dimensionality, mismatched length, empty input, NaN/inf values,
+    or rows that are all zero (their cosine similarity is undefined).
+    """
+    if features is None:
+        raise ValueError(f"{name} is None.")
+    if not isinstance(features, np.ndarray):
+        features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, d); got shape {features.shape}.")
+    n, d = features.shape
+    if n == 0 or d == 0:
+        raise ValueError(f"Empty input: {name} has shape {features.shape}.")
+    if n_samples is not None and n != n_samples:
+        raise ValueError(
+            f"{name} has {n} rows but labels has {n_samples} entries; they must describe the same "
+            "samples in the same order."
+        )
+    if features.dtype != np.float32:
+        if not np.issubdtype(features.dtype, np.number):
+            raise ValueError(f"{name} must be numeric; got dtype {features.dtype}.")
+        features = features.astype(np.float32)
+    # chunked finiteness / zero-row check (no full-size temporaries)
+    step = max(1, (1 << 24) // max(d, 1))
+    bad_rows, zero_rows = [], []
+    for a in range(0, n, step):
+        blk = features[a : a + step]
+        fin = np.isfinite(blk).all(axis=1)
+        if not fin.all():
+            bad_rows.extend((np.flatnonzero(~fin) + a)[:5].tolist())
+        nz = (blk != 0).any(axis=1)
+        if not nz.all():
+            zero_rows.extend((np.flatnonzero(~nz) + a)[:5].tolist())
+        if len(bad_rows) >= 5:
+            break
+    if bad_rows:
+        raise ValueError(
+            f"{name} contains NaN or inf (e.g. rows {bad_rows[:5]}): recompute or drop those embeddings."
+        )
+    if zero_rows:
+        raise ValueError(
+            f"{name} has all-zero rows (e.g. rows {zero_rows[:5]}): such embeddings carry no information "
+            "(failed image load?); recompute or drop them."
+        )
+    return features
+
+
+def assign_folds(labels: np.ndarray, n_folds: int = 5, random_state=0) -> np.ndarray:
+    """Stratified fold assignment.
+
+    Within each class the members are shuffled and dealt round-robin to the folds, starting at
+    a class-dependent offset so that fold sizes stay balanced.
+
+    Returns
+    -------
+    folds : int64 array, shape (N,), values in [0, n_folds).
+    """
+    labels = np.asarray(labels)
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be >= 2; got {n_folds}.")
+    rng = np.random.default_rng(random_state)
+    folds = np.empty(labels.shape[0], dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        members = members[rng.permutation(members.size)]
+        folds[members] = (offset + np.arange(members.size)) % n_folds
+        offset = (offset + members.size) % n_folds
+    return folds
+
+
+# --------------------------------------------------------------------------- #
+# preprocessing
+# --------------------------------------------------------------------------- #
+class Preprocessor:
+    """Feature standardisation (+ optional PCA) fitted with chunked passes in float32/64.
+
+    Attributes
+    ----------
+    mean : float32 (d,)
+    scale : float32 (d_out,)  standard deviation of the (projected) features (>= 1e-6)
+    components : float32 (d, d_out) or None  PCA projection (columns = directions)
+    """
+
+    def __init__(self, max_dim: int = 256, pca_samples: int = 50_000, chunk_size: int = 32_768, random_state=0):
+        self.max_dim = max_dim
+        self.pca_samples = pca_samples
+        self.chunk_size = chunk_size
+        self.random_state = random_state
+        self.mean = self.scale = self.components = None
+        self.proj_mean = None
+
+    def fit(self, X):
+        n, d = X.shape
+        cs = self.chunk_size
+        s = np.zeros(d, np.float64)
+        for a in range(0, n, cs):
+            s += np.asarray(X[a : a + cs]).sum(axis=0, dtype=np.float64)
+        mean = s / n
+        self.mean = mean.astype(np.float32)
+        if d > self.max_dim:
+            rng = np.random.default_rng(self.random_state)
+            m = min(n, self.pca_samples)
+            idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+            cov = np.zeros((d, d), np.float64)
+            for a in range(0, m, cs):
+                blk = np.asarray(X[idx[a : a + cs]], dtype=np.float32) - self.mean
+                cov += (blk.T @ blk).astype(np.float64)
+            cov /= max(m - 1, 1)
+            evals, evecs = np.linalg.eigh(cov)
+            order = np.argsort(evals)[::-1][: self.max_dim]
+            self.components = np.ascontiguousarray(evecs[:, order].astype(np.float32))
+            self.proj_mean = (self.mean @ self.components).astype(np.float32)
+            self.scale = np.sqrt(np.clip(evals[order], 1e-12, None)).astype(np.float32)
+        else:
+            ss = np.zeros(d, np.float64)
+            for a in range(0, n, cs):
+                blk = np.asarray(X[a : a + cs])
+                ss += np.einsum("ij,ij->j", blk, blk, dtype=np.float64)
+            var = np.clip(ss / n - mean**2, 0, None) * n / max(n - 1, 1)
+            self.scale = np.sqrt(var).astype(np.float32)
+        self.scale = np.maximum(self.scale, np.float32(1e-6))
+        return self
+
+    @property
+    def folds_into_weights(self) -> bool:
+        """True when the transform is affine-per-column (standardisation only, no copy needed)."""
+        return self.components is None
+
+    def transform(self, X) -> np.ndarray:
+        """Return z-scored (projected) float32 features, computed chunk by chunk."""
+        n = X.shape[0]
+        d_out = self.scale.shape[0]
+        out = np.empty((n, d_out), np.float32)
+        cs = self.chunk_size
+        for a in range(0, n, cs):
+            blk = np.asarray(X[a : a + cs], dtype=np.float32)
+            if self.components is not None:
+                z = blk @ self.components
+                z -= self.proj_mean
+            else:
+                z = blk - self.mean
+            z /= self.scale
+            out[a : a + cs] = z
+        return out
+
+    def transform_rows(self, X, rows) -> np.ndarray:
+        return self.transform(np.asarray(X[rows], dtype=np.float32))
+
+
+# --------------------------------------------------------------------------- #
+# L-BFGS multinomial logistic regression in torch
+# --------------------------------------------------------------------------- #
+def _torch_device(device):
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class _LinearSoftmax:
+    """logits = X @ (W * inv_scale[:, None]) + (b - (mean * inv_scale) @ W)  (affine folded)."""
+
+    def __init__(self, X, mean=None, inv_scale=None):
+        self.X = X
+        self.mean = mean
+        self.inv_scale = inv_scale
+
+    def logits(self, W, b, rows=None):
+        X = self.X if rows is None else self.X[rows]
+        if self.inv_scale is None:
+            return X @ W + b
+        A = W * self.inv_scale[:, None]
+        c = b - (self.mean * self.inv_scale) @ W
+        return X @ A + c
+
+
+def _fit_lbfgs(lin, y, weight, n_train, C, W0, b0, max_iter, tol):
+    import torch
+    import torch.nn.functional as F
+
+    W = W0.clone().requires_grad_(True)
+    b = b0.clone().requires_grad_(True)
+    alpha = 1.0 / (C * float(n_train))
+    opt = torch.optim.LBFGS(
+        [W, b],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=int(max_iter * 1.25) + 1,
+        history_size=10,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        z = lin.logits(W, b)
+        ce = F.cross_entropy(z, y, reduction="none")
+        if weight is not None:
+            loss = (ce * weight).sum() / n_train
+        else:
+            loss = ce.mean()
+        loss = loss + 0.5 * alpha * (W * W).sum()
+        loss.backward()
+        return loss
+
+    if max_iter > 0:
+        opt.step(closure)
+    return W.detach(), b.detach()
+
+
+def out_of_fold_probabilities(
+    features,
+    labels,
+    *,
+    n_classes: Optional[int] = None,
+    n_folds: int = 5,
+    C: float = 1.0,
+    max_iter: int = 150,
+    fold_max_iter: int = 40,
+    tol: float = 1e-5,
+    warm_start: bool = True,
+    max_dim: int = 256,
+    pca_samples: int = 50_000,
+    folds: Optional[np.ndarray] = None,
+    device=None,
+    chunk_size: int = 32_768,
+    random_state=0,
+    return_state: bool = False,
+):
+    """Out-of-fold predicted probabilities of a multinomial logistic regression.
+
+    Parameters
+    ----------
+    features : float array or np.memmap, shape (N, d)
+        Embeddings.  float32 is used in place (no copy when ``d <= max_dim``).
+    labels : int array, shape (N,), values in [0, n_classes)
+    n_classes : int, optional
+        K; defaults to ``labels.max() + 1``.
+    n_folds : int, default 5
+        Number of stratified folds (>= 2).  Classes with fewer than ``n_folds`` samples are
+        allowed (a UserWarning is emitted): their held-out probabilities come from models that saw
+        few or none of their class, so they score as suspicious - review them by hand.
+    C : float, default 1.0
+        Inverse L2 strength (sklearn convention, on z-scored features).
+    max_iter : int, default 150
+        L-BFGS iterations of the full fit (the warm start for the folds).
+    fold_max_iter : int, default 40
+        L-BFGS iterations per fold (warm-started); ``max_iter`` is used when ``warm_start=False``.
+    tol : float, default 1e-5
+        Stop when the largest absolute gradient entry is below ``tol``.
+    warm_start : bool, default True
+        Start each fold model from the full-data model.
+    max_dim : int, default 256
+        Features with more dimensions are reduced to ``max_dim`` principal components.
+    pca_samples : int, default 50_000
+        Rows (random subsample) used to estimate the PCA covariance.
+    folds : int array, shape (N,), optional
+        Precomputed fold assignment (see :func:`assign_folds`); reused by incremental updates.
+    device : str or torch.device, optional
+        'cuda' when available, else 'cpu'.
+    chunk_size : int, default 32768
+        Rows per chunk for preprocessing passes and prediction.
+    random_state : int, default 0
+        Seeds the fold assignment and the PCA subsample.
+    return_state : bool, default False
+        Also return a dict with the fitted models (used by ``update_label_issues``).
+
+    Returns
+    -------
+    pred_probs : float32 array, shape (N, K), rows sum to 1.
+        ``pred_probs[i]`` comes from the model of the fold not containing i.
+    state : dict, only when ``return_state``; keys 'folds', 'preprocessor', 'coef' (n_folds, d', K),
+        'intercept' (n_folds, K), 'full_coef', 'full_intercept', 'C', 'n_classes'.
+    """
+    import torch
+
+    labels, K = validate_labels(labels, n_classes)
+    X = validate_features(features, labels.shape[0])
+    n, d = X.shape
+    counts = np.bincount(labels, minlength=K)
+    if folds is None:
+        small = np.flatnonzero((counts > 0) & (counts < n_folds))
+        if small.size:
+            warnings.warn(
+                f"classes {small[:10].tolist()} have fewer samples than n_folds={n_folds}: their out-of-fold "
+                "probabilities come from models that saw few or none of them (they will look suspicious).",
+                UserWarning,
+                stacklevel=2,
+            )
+        folds = assign_folds(labels, n_folds, random_state)
+    else:
+        folds = np.asarray(folds, dtype=np.int64)
+        if folds.shape != labels.shape:
+            raise ValueError(f"folds must have shape {labels.shape}; got {folds.shape}.")
+        n_folds = int(folds.max()) + 1
+    if n < n_folds:
+        raise ValueError(f"Need at least n_folds={n_folds} samples; got {n}.")
+    dev = _torch_device(device)
+
+    prep = Preprocessor(max_dim=max_dim, pca_samples=pca_samples, chunk_size=chunk_size, random_state=random_state)
+    prep.fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # non-writable memmap -> torch warning
+        if prep.folds_into_weights:
+            Xt = torch.from_numpy(np.ascontiguousarray(X)).to(dev)
+            lin = _LinearSoftmax(
+                Xt,
+                torch.from_numpy(prep.mean).to(dev),
+                torch.from_numpy(1.0 / prep.scale).to(dev),
+            )
+        else:
+            Z = prep.transform(X)
+            lin = _LinearSoftmax(torch.from_numpy(Z).to(dev))
+    d_eff = prep.scale.shape[0]
+    yt = torch.from_numpy(labels).to(dev)
+    W0 = torch.zeros((d_eff, K), dtype=torch.float32, device=dev)
+    b0 = torch.zeros(K, dtype=torch.float32, device=dev)
+    # class-prior intercept start
+    prior = (counts + 1.0) / (counts.sum() + K)
+    b0 += torch.from_numpy(np.log(prior).astype(np.float32)).to(dev)
+
+    full_W = full_b = None
+    if warm_start:
+        full_W, full_b = _fit_lbfgs(lin, yt, None, n, C, W0, b0, max_iter, tol)
+    pred = np.empty((n, K), np.float32)
+    coefs, intercepts = [], []
+    folds_t = torch.from_numpy(folds).to(dev)
+    for f in range(n_folds):
+        train_w = (folds_t != f).to(torch.float32)
+        n_train = int((folds != f).sum())
+        if warm_start:
+            Wf, bf = _fit_lbfgs(lin, yt, train_w, n_train, C, full_W, full_b, fold_max_iter, tol)
+        else:
+            Wf, bf = _fit_lbfgs(lin, yt, train_w, n_train, C, W0, b0, max_iter, tol)
+        coefs.append(Wf)
+        intercepts.append(bf)
+        test = np.flatnonzero(folds == f)
+        for a in range(0, test.size, chunk_size):
+            rows = torch.from_numpy(test[a : a + chunk_size]).to(dev)
+            with torch.no_grad():
+                p = torch.softmax(lin.logits(Wf, bf, rows), dim=1)
+            pred[test[a : a + chunk_size]] = p.cpu().numpy()
+    if not return_state:
+        return pred
+    state = {
+        "folds": folds,
+        "preprocessor": prep,
+        "coef": torch.stack(coefs).cpu().numpy(),
+        "intercept": torch.stack(intercepts).cpu().numpy(),
+        "full_coef": None if full_W is None else full_W.cpu().numpy(),
+        "full_intercept": None if full_b is None else full_b.cpu().numpy(),
+        "C": C,
+        "n_classes": K,
+        "tol": tol,
+    }
+    return pred, state
+
+
+def refit_fold_models(features, labels, state, *, keep=None, max_iter: int = 10, device=None, chunk_size: int = 32_768):
+    """Warm-start every fold model from ``state`` on new labels / a subset ``keep``; return
+    (pred_probs for the kept rows, new state).  Used by :func:`update_label_issues`."""
+    import torch
+
+    prep: Preprocessor = state["preprocessor"]
+    labels = np.asarray(labels, dtype=np.int64)
+    K = state["n_classes"]
+    folds = np.asarray(state["folds"])
+    X = np.asarray(features) if not isinstance(features, np.memmap) else features
+    if keep is not None:
+        keep = np.asarray(keep)
+        X = X[keep]
+        labels = labels[keep]
+        folds = folds[keep]
+    X = validate_features(X, labels.shape[0])
+    dev = _torch_device(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if prep.folds_into_weights:
+            lin = _LinearSoftmax(
+                torch.from_numpy(np.ascontiguousarray(X)).to(dev),
+                torch.from_numpy(prep.mean).to(dev),
+                torch.from_numpy(1.0 / prep.scale).to(dev),
+            )
+        else:
+            lin = _LinearSoftmax(torch.from_numpy(prep.transform(X)).to(dev))
+    yt = torch.from_numpy(labels).to(dev)
+    folds_t = torch.from_numpy(folds).to(dev)
+    n = labels.shape[0]
+    pred = np.empty((n, K), np.float32)
+    coefs, intercepts = [], []
+    for f in range(state["coef"].shape[0]):
+        W0 = torch.from_numpy(state["coef"][f]).to(dev)
+        b0 = torch.from_numpy(state["intercept"][f]).to(dev)
+        train_w = (folds_t != f).to(torch.float32)
+        n_train = int((folds != f).sum())
+        Wf, bf = _fit_lbfgs(lin, yt, train_w, n_train, state["C"], W0, b0, max_iter, state.get("tol", 1e-5))
+        coefs.append(Wf)
+        intercepts.append(bf)
+        test = np.flatnonzero(folds == f)
+        for a in range(0, test.size, chunk_size):
+            rows = torch.from_numpy(test[a : a + chunk_size]).to(dev)
+            with torch.no_grad():
+                pred[test[a : a + chunk_size]] = torch.softmax(lin.logits(Wf, bf, rows), dim=1).cpu().numpy()
+    new_state = dict(state)
+    new_state["folds"] = folds
+    new_state["coef"] = torch.stack(coefs).cpu().numpy()
+    new_state["intercept"] = torch.stack(intercepts).cpu().numpy()
+    return pred, new_state

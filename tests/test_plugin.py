@@ -1,0 +1,85 @@
+"""The plugin is discoverable, its operators run, and the package imports."""
+
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = "@label-audit/label-audit"
+
+
+def _declared_operators():
+    with open(REPO / "fiftyone.yml") as f:
+        return yaml.safe_load(f)["operators"]
+
+
+def test_package_imports_from_installed_distribution():
+    import label_audit
+
+    assert importlib.metadata.version("fiftyone-label-audit") == label_audit.__version__
+    assert Path(label_audit.__file__).resolve().parent == REPO / "plugin"
+    assert callable(label_audit.compute_embeddings)
+    with pytest.raises(AttributeError):
+        label_audit.no_such_function
+
+
+def test_plugin_discovered_with_all_operators():
+    import fiftyone.operators as foo
+    import fiftyone.plugins as fop
+
+    assert PLUGIN in [p.name for p in fop.list_plugins()]
+    registered = {op.uri for op in foo.list_operators(enabled=True) if op.plugin_name == PLUGIN}
+    declared = {"%s/%s" % (PLUGIN, name) for name in _declared_operators()}
+    assert declared and registered == declared
+
+
+def test_compute_embeddings_operator_round_trip(digits_dataset):
+    import fiftyone.operators as foo
+
+    view = digits_dataset.limit(20)
+    result = foo.execute_operator(
+        PLUGIN + "/compute_embeddings",
+        ctx=dict(view=view, params=dict(model="efficientnet-lite0",
+                                        embeddings_field="emb", batch_size=8)),
+    )
+    assert result.error is None, result.error
+    assert result.result["num_embedded"] == 20
+    vectors = view.values("emb")
+    assert all(v is not None and v.shape == (1280,) for v in vectors)
+    # samples outside the target view are untouched
+    assert digits_dataset.exists("emb").count() == 20
+    assert "emb" in digits_dataset.list_runs()
+
+
+def test_compute_embeddings_operator_delegated(digits_dataset):
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    view = digits_dataset.limit(6)
+    result = foo.execute_operator(
+        PLUGIN + "/compute_embeddings",
+        ctx=dict(view=view, params=dict(model="efficientnet-lite0",
+                                        embeddings_field="emb_d", delegate=True)),
+        request_delegation=True,
+    )
+    assert result.delegated
+    assert digits_dataset.exists("emb_d").count() == 0  # only queued so far
+    DelegatedOperationService().execute_queued_operations(dataset_name=digits_dataset.name)
+    digits_dataset.reload()
+    assert digits_dataset.exists("emb_d").count() == 6
+    v = np.stack(view.values("emb_d"))
+    assert np.isfinite(v).all()
+
+
+def test_operator_rejects_bad_params(digits_dataset):
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionError
+
+    with pytest.raises(Exception):
+        foo.execute_operator(
+            PLUGIN + "/compute_embeddings",
+            ctx=dict(view=digits_dataset.limit(2), params=dict(model="not-a-model")),
+        )
