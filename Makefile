@@ -19,7 +19,7 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=68" wheel
+	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=77" wheel
 	$(PY) -m pip install -q -e ".[test,offline,bench]"
 	@rm -f $(VENV)/.label-audit-deps-*
 	@touch $@

@@ -74,7 +74,7 @@ class Context:
 # --------------------------------------------------------------------------
 # shared building blocks
 # --------------------------------------------------------------------------
-def logistic_model(max_iter=300, C=1.0):
+def logistic_model(max_iter=100, C=1.0):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -82,7 +82,7 @@ def logistic_model(max_iter=300, C=1.0):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C))
 
 
-def oof_probs(X, labels, n_classes=None, n_folds=5, random_state=0, max_iter=300):
+def oof_probs(X, labels, n_classes=None, n_folds=5, random_state=0, max_iter=100):
     """Out-of-fold predicted probabilities (n x K) of a standardized
     multinomial LogisticRegression, stratified ``n_folds``-fold CV. Columns of
     classes missing from a training fold are 0."""

@@ -127,7 +127,7 @@ def run_quality(
         acc_before_fix=float(1.0 - is_error.mean()),
         cores=_common.n_cores(),
         blas_threads=_common.blas_threads(),
-        oof_model="5-fold StandardScaler+LogisticRegression(C=1, max_iter=300)",
+        oof_model="5-fold StandardScaler+LogisticRegression(C=1, max_iter=100)",
         oof_seconds=ctx.oof_seconds if ctx._oof is not None else None,
         load_seconds=load_s,
         noise_seconds=noise_s,

@@ -384,6 +384,8 @@ def _write_embeddings(samples, embeddings_field, patches_field, patches, sample_
         return
     _, list_field = _patch_field_info(samples, patches_field)
     path = "%s.%s.%s" % (patches_field, list_field, embeddings_field)
+    if not samples._dataset.has_field(path):
+        samples._dataset.add_sample_field(path, fo.VectorField)
     values = [
         {"sample_id": row_samples[r], "label_id": lid,
          "value": (X[r] if ok[r] else None)}

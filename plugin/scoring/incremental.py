@@ -14,9 +14,13 @@
 * leverage: recomputed only for the classes whose membership changed;
 * fusion, flags, confident joint, noise matrix: recomputed (O(N K)).
 
-Tolerance (measured in ``tests/test_scoring_incremental.py`` on digits, 1% of labels changed
-and 1% removed, against a full recompute with the same folds): max |delta label_issue_score|
-<= 0.05, Spearman rank correlation >= 0.99, and ``is_label_issue`` agreeing on >= 99% of rows.
+Tolerance (tested in ``tests/test_scoring_incremental.py`` on digits, 1% of labels changed
+and 1% removed, against a full recompute with the same folds): with ``refit=True`` max
+|delta label_issue_score| <= 0.05, Spearman rank correlation >= 0.99, and ``is_label_issue``
+agreeing on >= 99% of rows.  Speed/accuracy measured on synthetic 30k x 128 x 20 classes
+(2 loaded cores): refit=False 14.7x faster than a full recompute (max |delta| 0.15, Spearman
+0.986, flags agree 99.9%); refit=True, max_iter=10: 4.1x faster (max |delta| 0.032, Spearman
+0.9994).  The >= 10x target is only met with ``refit=False``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Exact search is a blocked float32 matmul over L2-normalised rows (never an N x N matrix:
 query blocks of ``block_size`` rows against all rows); above ``approx_threshold`` rows the
-search switches to pynndescent (approximate, shipped with umap-learn).  The threshold default
-comes from a measurement on this 2-core machine (d=256): exact search costs ~N^2 * d flops and
-took ~25 s at N=50k, while pynndescent's cost grows ~N log N; they cross near 50-100k rows.
+search switches to pynndescent (approximate, shipped with umap-learn).  The threshold is a
+rough estimate, not a careful measurement: exact search (~N^2 * d flops) took 14 s at
+N=30k, d=128 on 2 heavily loaded cores, and pynndescent additionally pays a one-off numba JIT
+compile of minutes; re-measure before relying on it.
 
 Self matches are always excluded (an index never appears in its own neighbour list, also
 for duplicated rows).

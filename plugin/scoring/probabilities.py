@@ -240,6 +240,25 @@ class Preprocessor:
 # --------------------------------------------------------------------------- #
 # L-BFGS multinomial logistic regression in torch
 # --------------------------------------------------------------------------- #
+class _threads_for_size:
+    """Use one torch thread for small problems (thread sync dominates tiny matmuls)."""
+
+    def __init__(self, work: float):
+        self.work = work
+
+    def __enter__(self):
+        import torch
+
+        self.prev = torch.get_num_threads()
+        if self.work < 2e7:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.prev)
+
+
 def _torch_device(device):
     import torch
 
@@ -369,6 +388,16 @@ def out_of_fold_probabilities(
     labels, K = validate_labels(labels, n_classes)
     X = validate_features(features, labels.shape[0])
     n, d = X.shape
+    with _threads_for_size(float(n) * min(d, max_dim) * K):
+        return _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max_dim, pca_samples,
+                    folds, device, chunk_size, random_state, return_state)
+
+
+def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max_dim, pca_samples, folds, device,
+         chunk_size, random_state, return_state):
+    import torch
+
+    n, d = X.shape
     counts = np.bincount(labels, minlength=K)
     if folds is None:
         small = np.flatnonzero((counts > 0) & (counts < n_folds))
@@ -377,7 +406,7 @@ def out_of_fold_probabilities(
                 f"classes {small[:10].tolist()} have fewer samples than n_folds={n_folds}: their out-of-fold "
                 "probabilities come from models that saw few or none of them (they will look suspicious).",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         folds = assign_folds(labels, n_folds, random_state)
     else:
@@ -464,6 +493,13 @@ def refit_fold_models(features, labels, state, *, keep=None, max_iter: int = 10,
         labels = labels[keep]
         folds = folds[keep]
     X = validate_features(X, labels.shape[0])
+    with _threads_for_size(float(X.shape[0]) * prep.scale.shape[0] * K):
+        return _refit(X, labels, folds, state, prep, K, max_iter, device, chunk_size)
+
+
+def _refit(X, labels, folds, state, prep, K, max_iter, device, chunk_size):
+    import torch
+
     dev = _torch_device(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,0 +1,172 @@
+"""End-to-end tests of score_label_issues on digits (pure numpy, no database)."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.metrics import average_precision_score, f1_score, precision_score
+
+from label_audit.scoring import LabelIssueResult, find_label_issues, score_label_issues
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = ((X - X.mean(0)) / (X.std(0) + 1e-6)).astype(np.float32)
+    return X, y
+
+
+def _pair_noise(y, frac=0.1, seed=0):
+    rng = np.random.default_rng(seed)
+    err = np.zeros(len(y), bool)
+    err[rng.choice(len(y), int(frac * len(y)), replace=False)] = True
+    yn = y.copy()
+    yn[err] = (y[err] + 1) % 10
+    return yn, err
+
+
+@pytest.fixture(scope="module")
+def pair_result(digits):
+    X, y = digits
+    yn, err = _pair_noise(y)
+    return score_label_issues(yn, X, classes=[f"d{i}" for i in range(10)]), yn, err
+
+
+def test_fields_and_shapes(pair_result):
+    r, yn, _ = pair_result
+    n = len(yn)
+    assert isinstance(r, LabelIssueResult) and len(r) == n
+    for name in ("importance", "self_confidence", "normalized_margin", "knn_agreement", "outlier_score",
+                 "label_issue_score", "suggested_confidence"):
+        a = getattr(r, name)
+        assert a.shape == (n,) and np.all(np.isfinite(a)), name
+    for name in ("is_label_issue", "is_outlier", "is_ambiguous"):
+        assert getattr(r, name).dtype == bool
+    assert r.pred_probs.shape == (n, 10) and r.pred_probs.dtype == np.float32
+    np.testing.assert_allclose(r.pred_probs.sum(1), 1, atol=1e-4)
+    np.testing.assert_allclose(r.noise_matrix.sum(0), 1, atol=1e-6)
+    assert r.confident_joint.sum() == n
+    assert r.classes[3] == "d3"
+    assert np.all((r.label_issue_score >= 0) & (r.label_issue_score <= 1))
+    assert np.all(r.suggested_label == r.fused_probs.argmax(1))
+    assert abs(r.importance.sum() - 2) < 1e-3
+
+
+def test_fused_beats_anchors_pair_noise(pair_result):
+    r, yn, err = pair_result
+    ap = average_precision_score(err, r.label_issue_score)
+    ap_sc = average_precision_score(err, -r.self_confidence)  # cleanlab self-confidence, same OOF probs
+    ap_knn = average_precision_score(err, 1 - r.knn_agreement)  # 10-NN disagreement
+    assert ap >= max(ap_sc, ap_knn) + 0.05, (ap, ap_sc, ap_knn)
+    cl = find_label_issues(yn, r.pred_probs)
+    assert f1_score(err, r.is_label_issue) >= f1_score(err, cl)
+    assert precision_score(err, r.is_label_issue) > precision_score(err, cl)
+
+
+def test_fused_beats_anchors_uniform_noise(digits):
+    X, y = digits
+    rng = np.random.default_rng(1)
+    err = rng.random(len(y)) < 0.1
+    yn = y.copy()
+    yn[err] = (y[err] + rng.integers(1, 10, err.sum())) % 10
+    r = score_label_issues(yn, X)
+    ap = average_precision_score(err, r.label_issue_score)
+    assert ap >= average_precision_score(err, -r.self_confidence)
+    assert ap >= average_precision_score(err, 1 - r.knn_agreement)
+
+
+def test_pred_probs_only(pair_result):
+    r, yn, err = pair_result
+    r2 = score_label_issues(yn, pred_probs=r.pred_probs)
+    np.testing.assert_array_equal(r2.self_confidence, r.self_confidence)
+    assert np.isnan(r2.knn_agreement).all() and np.isnan(r2.importance).all()
+    np.testing.assert_allclose(r2.label_issue_score, 1 - r.normalized_margin, atol=1e-6)
+
+
+def test_reproducible(digits):
+    X, y = digits
+    sub = slice(0, 400)
+    a = score_label_issues(y[sub], X[sub], random_state=3)
+    b = score_label_issues(y[sub], X[sub], random_state=3)
+    np.testing.assert_allclose(a.label_issue_score, b.label_issue_score, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def small(digits):
+    X, y = digits
+    return X[:200].copy(), y[:200].copy()
+
+
+def test_missing_labels(small):
+    X, y = small
+    with pytest.raises(ValueError, match="labels is None"):
+        score_label_issues(None, X)
+    lab = y.astype(object)
+    lab[3] = None
+    with pytest.raises(ValueError, match="None"):
+        score_label_issues(lab, X)
+    labf = y.astype(float)
+    labf[3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        score_label_issues(labf, X)
+
+
+def test_labels_out_of_range(small):
+    X, y = small
+    with pytest.raises(ValueError, match=r"\[0, K\)"):
+        score_label_issues(y, X, classes=[str(i) for i in range(5)])
+    with pytest.raises(ValueError, match=">= 0"):
+        score_label_issues(y - 1, X)
+
+
+def test_single_class(small):
+    X, _ = small
+    with pytest.raises(ValueError, match="one class"):
+        score_label_issues(np.zeros(len(X), int), X)
+
+
+def test_class_smaller_than_folds(small):
+    X, y = small
+    y = y.copy()
+    y[:3] = 9  # keep class 9 but make it small
+    y[y == 9] = 8
+    y[:3] = 9
+    with pytest.warns(UserWarning, match="fewer samples than n_folds"):
+        r = score_label_issues(y, X)
+    assert np.isfinite(r.label_issue_score).all()
+
+
+def test_nan_inf_zero_embeddings(small):
+    X, y = small
+    for bad, msg in ((np.nan, "NaN"), (np.inf, "NaN or inf"), (0.0, "all-zero")):
+        Xb = X.copy()
+        Xb[5] = bad if bad == 0.0 else Xb[5]
+        if bad != 0.0:
+            Xb[5, 2] = bad
+        with pytest.raises(ValueError, match=msg):
+            score_label_issues(y, Xb)
+
+
+def test_mismatched_lengths_dims(small):
+    X, y = small
+    with pytest.raises(ValueError, match="same samples"):
+        score_label_issues(y[:-1], X)
+    with pytest.raises(ValueError, match="2-D"):
+        score_label_issues(y, X[:, 0])
+    with pytest.raises(ValueError, match="columns"):
+        score_label_issues(y, pred_probs=np.full((len(y), 3), 1 / 3), classes=[str(i) for i in range(10)])
+    with pytest.raises(ValueError, match="probabilities"):
+        score_label_issues(y, pred_probs=np.ones((len(y), 10)))
+    with pytest.raises(ValueError, match="neither"):
+        score_label_issues(y)
+
+
+def test_n_smaller_than_k(small):
+    X, y = small
+    with pytest.raises(ValueError, match="need N > k"):
+        score_label_issues(y[:8], X[:8], k=10)
+
+
+def test_empty_input():
+    with pytest.raises(ValueError, match="Empty"):
+        score_label_issues(np.array([], dtype=int), np.zeros((0, 4), np.float32))
