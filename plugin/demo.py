@@ -88,6 +88,7 @@ def run_pipeline(ds, model="efficientnet-lite0", batch_size=32):
         return None
     t0 = time.time()
     quality = compute_label_quality(ds, "ground_truth", embeddings_field="embeddings")
+    print(quality.summary())
     print("Label quality: %.1f s" % (time.time() - t0))
     return quality
 
@@ -95,9 +96,9 @@ def run_pipeline(ds, model="efficientnet-lite0", batch_size=32):
 def summarize(ds):
     """Prints the dataset summary and, if scored, how well the errors rank."""
     print(ds)
-    if ds.has_sample_field("label_issue_score") and ds.has_sample_field("label_was_flipped"):
+    if ds.has_sample_field("audit_label_issue_score") and ds.has_sample_field("label_was_flipped"):
         flipped = np.array(ds.values("label_was_flipped"), dtype=bool)
-        score = np.array(ds.values("label_issue_score"), dtype=float)
+        score = np.array(ds.values("audit_label_issue_score"), dtype=float)
         k = int(flipped.sum())
         top = np.argsort(-score)[:k]
         print("Injected label errors: %d; found in the top-%d suspects: %d (precision %.2f)"

@@ -102,3 +102,17 @@ def digits_dataset(digits_dir):
     yield ds
     if not ds.deleted:
         ds.delete()
+
+
+@pytest.fixture(scope="session")
+def digits_embeddings(digits_dir):
+    """EfficientNet-Lite0 embeddings of the first 300 digits (computed once).
+
+    Returns ``(filepaths, targets, X)`` with ``X`` of shape (300, 1280) float32.
+    """
+    from label_audit.embeddings.compute import embed_images
+
+    _, filepaths, targets = digits_dir
+    X, errors, _ = embed_images(filepaths[:300], model="efficientnet-lite0", num_workers=1)
+    assert not any(errors)
+    return filepaths[:300], targets[:300], X

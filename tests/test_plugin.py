@@ -83,3 +83,49 @@ def test_operator_rejects_bad_params(digits_dataset):
             PLUGIN + "/compute_embeddings",
             ctx=dict(view=digits_dataset.limit(2), params=dict(model="not-a-model")),
         )
+
+
+@pytest.fixture
+def embedded_digits(digits_embeddings):
+    from label_audit.demo import inject_noise
+    from label_audit.demo_data import DIGITS_CLASSES, images_dataset
+
+    filepaths, targets, X = digits_embeddings
+    noisy, _ = inject_noise(targets, 0.1, 10, random_state=0)
+    ds = images_dataset(filepaths, noisy, DIGITS_CLASSES)
+    ds.set_values("embeddings", list(X))
+    yield ds
+    ds.delete()
+
+
+@pytest.mark.parametrize("delegated", [False, True])
+def test_compute_label_quality_operator(embedded_digits, delegated):
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ds = embedded_digits
+    result = foo.execute_operator(
+        PLUGIN + "/compute_label_quality",
+        ctx=dict(dataset=ds, params=dict(label_field="ground_truth", audit_key="op",
+                                         delegate=delegated)),
+        request_delegation=delegated,
+    )
+    if delegated:
+        assert result.delegated and not ds.has_sample_field("op_label_issue_score")
+        DelegatedOperationService().execute_queued_operations(dataset_name=ds.name)
+        ds.reload()
+    else:
+        assert result.error is None, result.error
+        assert result.result["num_scored"] == 300
+    assert ds.count("op_label_issue_score") == 300
+    assert "op" in ds.list_runs()
+
+
+def test_compute_label_quality_operator_refuses_missing_field(embedded_digits):
+    import fiftyone.operators as foo
+
+    with pytest.raises(Exception):
+        foo.execute_operator(
+            PLUGIN + "/compute_label_quality",
+            ctx=dict(dataset=embedded_digits, params=dict(label_field="no_such_field")),
+        )

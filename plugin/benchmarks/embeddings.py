@@ -132,63 +132,60 @@ def _min_cosine(a, b):
 
 
 def run(args):
-    from label_audit.database import PrivateMongo
+    from label_audit.database import use_private_mongo
 
-    mongo = PrivateMongo().start().export_env()
-    try:
-        import fiftyone as fo
-        import torch
+    use_private_mongo()
+    import fiftyone as fo
+    import torch
 
-        tmp = tempfile.mkdtemp(prefix="label-audit-bench-emb-")
-        n_total = max(args.images, args.patch_images)
-        paths, boxes, labels = make_canvases(tmp, n_total)
-        ds = fo.Dataset("bench-embeddings", persistent=True)
-        ds.add_samples([
-            fo.Sample(filepath=p, ground_truth=fo.Detections(detections=[
-                fo.Detection(label=l, bounding_box=b) for b, l in zip(bb, ll)]))
-            for p, bb, ll in zip(paths, boxes, labels)], progress=False)
-        views = {"images": ds.limit(args.images), "patches": ds.limit(args.patch_images)}
-        for mode, view in views.items():
-            view.clone("bench-embeddings-%s" % mode, persistent=True)
+    tmp = tempfile.mkdtemp(prefix="label-audit-bench-emb-")
+    n_total = max(args.images, args.patch_images)
+    paths, boxes, labels = make_canvases(tmp, n_total)
+    ds = fo.Dataset("bench-embeddings", persistent=True)
+    ds.add_samples([
+        fo.Sample(filepath=p, ground_truth=fo.Detections(detections=[
+            fo.Detection(label=l, bounding_box=b) for b, l in zip(bb, ll)]))
+        for p, bb, ll in zip(paths, boxes, labels)], progress=False)
+    views = {"images": ds.limit(args.images), "patches": ds.limit(args.patch_images)}
+    for mode, view in views.items():
+        view.clone("bench-embeddings-%s" % mode, persistent=True)
 
-        rows = []
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        for mode in ("images", "patches"):
-            for method in ("fiftyone", "label-audit"):
-                runs = []
-                for _ in range(args.repeats):
-                    cmd = [sys.executable, "-m", "label_audit.benchmarks.embeddings",
-                           "--worker", "--method", method, "--mode", mode,
-                           "--dataset", "bench-embeddings-%s" % mode,
-                           "--model", args.model, "--batch-size", str(args.batch_size),
-                           "--num-workers", str(args.num_workers),
-                           "--threads", str(args.threads)]
-                    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                    if out.returncode != 0:
-                        raise RuntimeError("%s/%s failed:\n%s" % (method, mode, out.stderr[-3000:]))
-                    runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-                best["seconds_all"] = [r["seconds"] for r in runs]
-                rows.append(best)
-            mds = fo.load_dataset("bench-embeddings-%s" % mode)
-            mds.reload()
-            cos = _min_cosine(_vectors(mds, _field("fiftyone", mode), mode == "patches"),
-                              _vectors(mds, _field("label-audit", mode), mode == "patches"))
-            fo_row, la_row = rows[-2], rows[-1]
-            for r in (fo_row, la_row):
-                r["items_per_s"] = r["items"] / r["seconds"]
-                r["speedup_vs_fiftyone"] = fo_row["seconds"] / r["seconds"]
-                r["min_cosine_vs_fiftyone"] = cos
-        result = {
-            "model": args.model, "threads": args.threads, "cpu_count": os.cpu_count(),
-            "num_workers": args.num_workers, "batch_size": args.batch_size,
-            "torch": torch.__version__, "fiftyone": fo.__version__,
-            "device": "cpu", "repeats": args.repeats, "rows": rows,
-        }
-        fo.delete_datasets("bench-embeddings*")
-        return result
-    finally:
-        mongo.stop()
+    rows = []
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    for mode in ("images", "patches"):
+        for method in ("fiftyone", "label-audit"):
+            runs = []
+            for _ in range(args.repeats):
+                cmd = [sys.executable, "-m", "label_audit.benchmarks.embeddings",
+                       "--worker", "--method", method, "--mode", mode,
+                       "--dataset", "bench-embeddings-%s" % mode,
+                       "--model", args.model, "--batch-size", str(args.batch_size),
+                       "--num-workers", str(args.num_workers),
+                       "--threads", str(args.threads)]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise RuntimeError("%s/%s failed:\n%s" % (method, mode, out.stderr[-3000:]))
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+            best["seconds_all"] = [r["seconds"] for r in runs]
+            rows.append(best)
+        mds = fo.load_dataset("bench-embeddings-%s" % mode)
+        mds.reload()
+        cos = _min_cosine(_vectors(mds, _field("fiftyone", mode), mode == "patches"),
+                          _vectors(mds, _field("label-audit", mode), mode == "patches"))
+        fo_row, la_row = rows[-2], rows[-1]
+        for r in (fo_row, la_row):
+            r["items_per_s"] = r["items"] / r["seconds"]
+            r["speedup_vs_fiftyone"] = fo_row["seconds"] / r["seconds"]
+            r["min_cosine_vs_fiftyone"] = cos
+    result = {
+        "model": args.model, "threads": args.threads, "cpu_count": os.cpu_count(),
+        "num_workers": args.num_workers, "batch_size": args.batch_size,
+        "torch": torch.__version__, "fiftyone": fo.__version__,
+        "device": "cpu", "repeats": args.repeats, "rows": rows,
+    }
+    fo.delete_datasets("bench-embeddings*")
+    return result
 
 
 def format_table(result):

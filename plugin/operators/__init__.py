@@ -1,5 +1,6 @@
 """label-audit's FiftyOne operators: one class per action, thin glue over the SDK."""
 
 from .embeddings import ComputeEmbeddings
+from .quality import ComputeLabelQuality
 
-OPERATORS = [ComputeEmbeddings]
+OPERATORS = [ComputeEmbeddings, ComputeLabelQuality]

@@ -1,0 +1,84 @@
+"""Operator: Compute label quality (SDK twin: ``label_audit.compute_label_quality``)."""
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from .common import (Progress, add_field_choice, delegation_input, label_fields,
+                     wants_delegation)
+
+
+class ComputeLabelQuality(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="compute_label_quality",
+            label="Compute label quality",
+            description=(
+                "Score how likely each label is wrong (coreset importance, confident "
+                "learning, neighbours) and write sortable fields"
+            ),
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        view = ctx.target_view()
+        fields = label_fields(view, fo.Classification, fo.Detections, fo.Polylines)
+        if not fields:
+            inputs.view("warning", types.Warning(
+                label="No label field",
+                description="This dataset has no Classification, Detections or Polylines field to audit"))
+            return types.Property(inputs)
+        add_field_choice(inputs, "label_field", fields, "Label field",
+                         description="Classification: one score per sample; Detections/Polylines: one per object")
+        inputs.str("embeddings_field", default="embeddings", required=True,
+                   label="Embeddings field",
+                   description="Sample field (or label attribute for objects) from 'Compute embeddings'")
+        inputs.str("audit_key", default="audit", required=True, label="Audit key",
+                   description="Run key and prefix of the written fields, e.g. audit_label_issue_score")
+        inputs.int("n_folds", default=5, min=2, label="Folds",
+                   description="Cross-validation folds for the out-of-fold probabilities")
+        inputs.int("k", default=10, min=1, label="Neighbours (k)")
+        delegation_input(inputs, ctx, default=len(view) > 5000)
+        return types.Property(inputs, view=types.View(label="Compute label quality"))
+
+    def resolve_delegation(self, ctx):
+        return wants_delegation(ctx)
+
+    def execute(self, ctx):
+        import label_audit
+
+        params = ctx.params
+        progress = Progress(ctx, "Scoring")
+        results = label_audit.compute_label_quality(
+            ctx.target_view(),
+            params["label_field"],
+            embeddings_field=params.get("embeddings_field") or "embeddings",
+            audit_key=params.get("audit_key") or "audit",
+            n_folds=int(params.get("n_folds") or 5),
+            k=int(params.get("k") or 10),
+            progress=False,
+            progress_callback=lambda f, label: progress(f),
+        )
+        if not ctx.delegated:
+            ctx.ops.reload_dataset()
+        r = results.result
+        return {
+            "num_scored": len(results.ids),
+            "num_skipped": len(results.skipped),
+            "num_label_issues": int(r.is_label_issue.sum()),
+            "sort_field": results.fields["label_issue_score"],
+            "summary": results.summary(),
+        }
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.int("num_scored", label="Scored")
+        outputs.int("num_skipped", label="Skipped (missing label or embedding)")
+        outputs.int("num_label_issues", label="Flagged as label issues")
+        outputs.str("sort_field", label="Sort by this field (descending)")
+        outputs.str("summary", label="Summary")
+        return types.Property(outputs)

@@ -1,0 +1,297 @@
+"""``compute_label_quality``: score a FiftyOne label field and write the
+scores back as sortable fields, with a run record.
+
+FiftyOne glue only: reading labels and embeddings from the collection,
+mapping class names to ints, calling :func:`label_audit.scoring.score_label_issues`,
+and writing the per-sample (or per-object) results in one bulk pass.
+
+Fields written, for ``audit_key="audit"`` (on samples for a Classification
+field, on each label for a Detections/Polylines "patches" field):
+
+=============================  ===============================================
+``audit_label_issue_score``    fused ranking score in [0, 1]; higher = more
+                               likely mislabeled (sort by it, descending)
+``audit_importance``           coreset importance (logistic-regression
+                               sensitivity); higher = mislabeled, OOD or hard
+``audit_self_confidence``      out-of-fold P(given label) (cleanlab)
+``audit_normalized_margin``    cleanlab's normalized margin
+``audit_knn_agreement``        fraction of the k neighbours with the same label
+``audit_outlier_score``        mean cosine distance to the k neighbours
+``audit_is_label_issue``       flag (precision-oriented)
+``audit_is_outlier``           flag
+``audit_is_ambiguous``         flag (top-2 classes nearly tied)
+``audit_suggested_label``      most likely class name
+``audit_suggested_confidence`` its fused probability
+=============================  ===============================================
+"""
+
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+RUN_METHOD = "label_audit.label_quality"
+
+#: result attribute -> (field suffix, kind)
+SCORE_FIELDS = (
+    ("label_issue_score", "float"),
+    ("importance", "float"),
+    ("self_confidence", "float"),
+    ("normalized_margin", "float"),
+    ("knn_agreement", "float"),
+    ("outlier_score", "float"),
+    ("is_label_issue", "bool"),
+    ("is_outlier", "bool"),
+    ("is_ambiguous", "bool"),
+    ("suggested_label", "label"),
+    ("suggested_confidence", "float"),
+)
+
+
+def field_names(audit_key):
+    """The output field (or label attribute) names for ``audit_key``."""
+    return {name: "%s_%s" % (audit_key, name) for name, _ in SCORE_FIELDS}
+
+
+class LabelQualityResults:
+    """What :func:`compute_label_quality` computed and wrote.
+
+    Attributes:
+        audit_key: the run key
+        label_field: the scored field
+        patches: True if objects (labels) were scored rather than samples
+        ids: the scored sample ids (or label ids for patches), row-aligned
+            with ``result``
+        sample_ids: the sample id of each row
+        result: the :class:`label_audit.scoring.LabelIssueResult`
+        skipped: ``{id: reason}`` for rows left unscored (missing label or
+            embedding); their fields are set to None
+        fields: result name -> written field name
+    """
+
+    def __init__(self, audit_key, label_field, patches, ids, sample_ids, result, skipped, fields):
+        self.audit_key = audit_key
+        self.label_field = label_field
+        self.patches = patches
+        self.ids = ids
+        self.sample_ids = sample_ids
+        self.result = result
+        self.skipped = skipped
+        self.fields = fields
+
+    def issue_counts(self):
+        """Flagged label issues per given class: ``{class: count}``."""
+        r = self.result
+        counts = np.bincount(r.labels[r.is_label_issue], minlength=len(r.classes))
+        return {c: int(n) for c, n in zip(r.classes, counts)}
+
+    def summary(self):
+        r = self.result
+        what = "objects" if self.patches else "samples"
+        lines = [
+            "Label quality %r on %r: %d %s scored, %d skipped; %d flagged as label "
+            "issues, %d outliers, %d ambiguous"
+            % (self.audit_key, self.label_field, len(self.ids), what, len(self.skipped),
+               int(r.is_label_issue.sum()), int(r.is_outlier.sum()),
+               int(r.is_ambiguous.sum())),
+            "Sort by %r (descending) to review the most likely errors first."
+            % self.fields["label_issue_score"],
+        ]
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.summary()
+
+
+def _label_list_field(samples, label_field):
+    """Returns (kind, list_field): kind 'classification' or 'patches'."""
+    import fiftyone as fo
+
+    field = samples.get_field(label_field)
+    doc_type = getattr(field, "document_type", None)
+    if doc_type is not None and issubclass(doc_type, fo.Classification):
+        return "classification", None
+    if doc_type is not None and issubclass(doc_type, fo.Detections):
+        return "patches", "detections"
+    if doc_type is not None and issubclass(doc_type, fo.Polylines):
+        return "patches", "polylines"
+    raise ValueError(
+        "label_field %r must be a Classification field (scored per sample) or a "
+        "Detections/Polylines field (scored per object); found %s"
+        % (label_field, "no such field" if field is None
+           else getattr(doc_type, "__name__", type(field).__name__)))
+
+
+def _read_rows(samples, label_field, embeddings_field, kind, list_field):
+    """Reads ids, labels and embeddings in bulk, row-aligned."""
+    if kind == "classification":
+        sample_ids, labels, embs = samples.values(
+            ["id", label_field + ".label", embeddings_field])
+        return list(sample_ids), list(sample_ids), labels, embs
+    prefix = "%s.%s." % (label_field, list_field)
+    sample_ids, label_ids, labels, embs = samples.values(
+        ["id", prefix + "id", prefix + "label", prefix + embeddings_field])
+    rows_sid, rows_id, rows_label, rows_emb = [], [], [], []
+    for sid, lids, labs, es in zip(sample_ids, label_ids, labels, embs):
+        lids = lids or []
+        for j, lid in enumerate(lids):
+            rows_sid.append(sid)
+            rows_id.append(lid)
+            rows_label.append(labs[j] if labs else None)
+            rows_emb.append(es[j] if es else None)
+    return rows_id, rows_sid, rows_label, rows_emb
+
+
+def _resolve_classes(samples, label_field, labels, classes):
+    present = sorted({l for l in labels if l is not None})
+    if classes is None:
+        classes = samples.get_classes(label_field) or samples.default_classes or present
+        # keep the dataset's declared order, and add any label it misses
+        classes = list(classes) + [c for c in present if c not in set(classes)]
+    else:
+        classes = list(classes)
+        unknown = sorted(set(present) - set(classes))
+        if unknown:
+            raise ValueError(
+                "Labels %s in field %r are not in the given classes %s: add them to "
+                "`classes` (or omit `classes` to use all labels present)"
+                % (unknown[:10], label_field, classes[:20]))
+    if len(set(classes)) < 2 or len(present) < 2:
+        raise ValueError(
+            "Field %r has %d distinct label(s) %s: label quality needs at least two "
+            "classes" % (label_field, len(present), present[:5]))
+    return classes
+
+
+def compute_label_quality(samples, label_field, embeddings_field="embeddings",
+                          audit_key="audit", classes=None, n_folds=5, k=10,
+                          random_state=0, progress=True, progress_callback=None,
+                          **score_kwargs):
+    """Scores how likely each label is wrong and writes the scores to the dataset.
+
+    Args:
+        samples: a FiftyOne dataset or view
+        label_field: a Classification field (one score per sample) or a
+            Detections/Polylines field (one score per object; embeddings on
+            each label, see ``compute_embeddings(patches_field=...)``)
+        embeddings_field ("embeddings"): the sample field (or label
+            attribute, for patches) holding the embeddings
+        audit_key ("audit"): the run key and the prefix of the written fields
+            (see :func:`field_names`)
+        classes (None): the class list; default: the dataset's classes for
+            the field, plus any label present
+        n_folds (5), k (10), random_state (0): see
+            :func:`label_audit.scoring.score_label_issues`
+        progress (True): log progress
+        progress_callback (None): called with ``(fraction, label)``
+        **score_kwargs: more arguments for ``score_label_issues``
+
+    Rows with a missing label or embedding are not scored (their fields are
+    set to None and they are listed in ``results.skipped``).
+
+    The scores are computed before anything is written; the write is one bulk
+    pass, and if it is interrupted (exception or Ctrl-C) the previous values
+    of the written fields are restored, so the dataset is left as it was.
+
+    Returns:
+        a :class:`LabelQualityResults`
+    """
+    from .runs import save_run
+    from .scoring import score_label_issues
+    from .writes import write_rows
+
+    def report(fraction, label):
+        if progress:
+            logger.info("%s (%.0f%%)", label, 100 * fraction)
+        if progress_callback is not None:
+            progress_callback(fraction, label)
+
+    if len(samples) == 0:
+        raise ValueError("The view is empty: there is nothing to score")
+    kind, list_field = _label_list_field(samples, label_field)
+    patches = kind == "patches"
+    if patches:
+        path = "%s.%s.%s" % (label_field, list_field, embeddings_field)
+    else:
+        path = embeddings_field
+    if not samples.has_field(path):
+        raise ValueError(
+            "No embeddings field %r: run label_audit.compute_embeddings(samples%s, "
+            "embeddings_field=%r) first" % (path, ", patches_field=%r" % label_field
+                                            if patches else "", embeddings_field))
+
+    report(0.0, "Reading labels and embeddings")
+    ids, sample_ids, labels, embs = _read_rows(samples, label_field, embeddings_field,
+                                               kind, list_field)
+    skipped = {}
+    keep = []
+    dim = None
+    for r, (rid, lab, e) in enumerate(zip(ids, labels, embs)):
+        if lab is None:
+            skipped[rid] = "missing label"
+        elif e is None:
+            skipped[rid] = "missing embedding"
+        else:
+            d = np.shape(e)[-1] if np.ndim(e) else 0
+            if dim is None:
+                dim = d
+            if d != dim:
+                raise ValueError(
+                    "Embeddings in %r have different dimensions (%d and %d, e.g. %s %s): "
+                    "recompute them with one model" % (path, dim, d,
+                                                       "label" if patches else "sample", rid))
+            keep.append(r)
+    if len(keep) == 0:
+        raise ValueError("No %s in this view has both a label in %r and an embedding in %r"
+                         % ("object" if patches else "sample", label_field, path))
+    classes = _resolve_classes(samples, label_field, [labels[r] for r in keep], classes)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[labels[r]] for r in keep], dtype=np.int64)
+    X = np.empty((len(keep), dim), dtype=np.float32)
+    for i, r in enumerate(keep):
+        X[i] = embs[r]
+    del embs
+
+    report(0.1, "Scoring %d %s" % (len(keep), "objects" if patches else "samples"))
+    result = score_label_issues(y, features=X, classes=classes, n_folds=n_folds, k=k,
+                                random_state=random_state, **score_kwargs)
+
+    report(0.8, "Writing scores")
+    names = field_names(audit_key)
+    columns = {}
+    for name, kind_ in SCORE_FIELDS:
+        values = getattr(result, name)
+        col = [None] * len(ids)
+        if kind_ == "label":
+            for i, r in enumerate(keep):
+                col[r] = classes[int(values[i])]
+        elif kind_ == "bool":
+            for i, r in enumerate(keep):
+                col[r] = bool(values[i])
+        else:
+            for i, r in enumerate(keep):
+                v = float(values[i])
+                col[r] = v if np.isfinite(v) else None
+        columns[names[name]] = (kind_, col)
+    write_rows(samples, columns, ids, sample_ids,
+               label_path=("%s.%s" % (label_field, list_field)) if patches else None)
+
+    kept_ids = [ids[r] for r in keep]
+    counts = np.bincount(y[result.is_label_issue], minlength=len(classes))
+    config = dict(label_field=label_field, embeddings_field=embeddings_field,
+                  patches=patches, classes=classes, n_folds=n_folds, k=k,
+                  random_state=random_state, fields=names,
+                  score_params={k_: v for k_, v in result.params.items()
+                                if isinstance(v, (int, float, str, bool, type(None)))})
+    results = dict(
+        num_scored=len(keep), num_skipped=len(skipped),
+        num_label_issues=int(result.is_label_issue.sum()),
+        issue_counts={c: int(n) for c, n in zip(classes, counts)},
+        noise_matrix=result.noise_matrix, confident_joint=result.confident_joint,
+        skipped=dict(list(skipped.items())[:1000]),
+    )
+    save_run(samples, audit_key, RUN_METHOD, config, results)
+    report(1.0, "Done")
+    return LabelQualityResults(audit_key, label_field, patches, kept_ids,
+                               [sample_ids[r] for r in keep], result, skipped, names)

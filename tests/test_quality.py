@@ -1,0 +1,158 @@
+"""compute_label_quality on real FiftyOne datasets: fields, runs, bad input, atomic writes."""
+
+import numpy as np
+import pytest
+
+import label_audit as la
+from label_audit.demo import inject_noise
+from label_audit.quality import field_names
+
+MODEL = "efficientnet-lite0"
+
+
+@pytest.fixture
+def noisy_digits(digits_embeddings):
+    """300 digits with 10% flipped labels and precomputed embeddings."""
+    import fiftyone as fo
+
+    from label_audit.demo_data import DIGITS_CLASSES, images_dataset
+
+    filepaths, targets, X = digits_embeddings
+    noisy, flipped = inject_noise(targets, 0.1, 10, random_state=1)
+    ds = images_dataset(filepaths, noisy, DIGITS_CLASSES)
+    ds.set_values("embeddings", list(X))
+    ds.set_values("flipped", flipped.tolist())
+    yield ds, flipped, X, noisy
+    ds.delete()
+
+
+def test_scores_written_as_sortable_fields_and_find_errors(noisy_digits):
+    ds, flipped, X, noisy = noisy_digits
+    res = la.compute_label_quality(ds, "ground_truth", progress=False)
+    names = field_names("audit")
+    for name in names.values():
+        assert ds.has_sample_field(name)
+    assert len(res.ids) == 300 and not res.skipped
+    # the sorted view puts the flipped labels first
+    k = int(flipped.sum())
+    top = ds.sort_by(names["label_issue_score"], reverse=True).limit(k)
+    precision = np.mean(top.values("flipped"))
+    assert precision > 0.5, precision  # random would be 0.1
+    # fields agree with the array-level engine on the same inputs
+    r = la.score_label_issues(noisy, features=X, classes=ds.default_classes)
+    np.testing.assert_allclose(ds.values(names["label_issue_score"]), r.label_issue_score,
+                               rtol=1e-5, atol=1e-6)
+    assert ds.values(names["suggested_label"]) == [ds.default_classes[i] for i in r.suggested_label]
+    assert ds.count_values(names["is_label_issue"]).get(True, 0) == int(r.is_label_issue.sum())
+
+
+def test_run_recorded_listable_loadable_deletable(noisy_digits):
+    ds, *_ = noisy_digits
+    la.compute_label_quality(ds, "ground_truth", audit_key="round1", progress=False)
+    assert "round1" in ds.list_runs(method="label_audit.label_quality")
+    info = ds.get_run_info("round1")
+    assert info.config.label_field == "ground_truth"
+    results = ds.load_run_results("round1")
+    nm = np.array(results.noise_matrix)
+    assert nm.shape == (10, 10)
+    np.testing.assert_allclose(nm.sum(axis=0), 1.0, atol=1e-6)  # columns: P(given | true)
+    assert sum(results.issue_counts.values()) == results.num_label_issues
+    ds.delete_run("round1")
+    assert "round1" not in ds.list_runs()
+
+
+def test_patches_scored_per_object(tmp_path, digits_dir, dataset):
+    import fiftyone as fo
+
+    _, filepaths, targets = digits_dir
+    noisy, flipped = inject_noise(targets[:120], 0.1, 10, random_state=0)
+    # two digits per image, each boxed
+    from PIL import Image
+
+    samples = []
+    for i in range(60):
+        a, b = np.asarray(Image.open(filepaths[2 * i])), np.asarray(Image.open(filepaths[2 * i + 1]))
+        path = str(tmp_path / ("pair_%03d.png" % i))
+        Image.fromarray(np.concatenate([a, b], axis=1)).save(path)
+        dets = [fo.Detection(label=str(noisy[2 * i]), bounding_box=[0, 0, 0.5, 1], flipped=bool(flipped[2 * i])),
+                fo.Detection(label=str(noisy[2 * i + 1]), bounding_box=[0.5, 0, 0.5, 1], flipped=bool(flipped[2 * i + 1]))]
+        samples.append(fo.Sample(filepath=path, objects=fo.Detections(detections=dets)))
+    dataset.add_samples(samples, progress=False)
+    la.compute_embeddings(dataset, model=MODEL, patches_field="objects", progress=False)
+    res = la.compute_label_quality(dataset, "objects", progress=False)
+    assert res.patches and len(res.ids) == 120
+    scores = dataset.values("objects.detections.audit_label_issue_score", unwind=True)
+    assert len(scores) == 120 and all(s is not None for s in scores)
+    dataset.add_dynamic_sample_fields()
+    patches = dataset.to_patches("objects").sort_by("objects.audit_label_issue_score",
+                                                     reverse=True)
+    top = patches.limit(int(flipped.sum())).values("objects.flipped")
+    assert np.mean(top) > 0.3  # random: 0.1
+
+
+# --- bad input ---------------------------------------------------------------
+
+
+def test_missing_labels_are_skipped_and_reported(noisy_digits):
+    ds, *_ = noisy_digits
+    missing = ds.limit(5)
+    ids = missing.values("id")
+    missing.set_field("ground_truth", None).save()
+    res = la.compute_label_quality(ds, "ground_truth", progress=False)
+    assert set(res.skipped) == set(ids) and len(res.ids) == 295
+    assert ds.select(ids).values("audit_label_issue_score") == [None] * 5
+
+
+def test_labels_outside_class_list_refused(noisy_digits):
+    ds, *_ = noisy_digits
+    with pytest.raises(ValueError, match="not in the given classes"):
+        la.compute_label_quality(ds, "ground_truth", classes=[str(i) for i in range(9)],
+                                 progress=False)
+    assert not ds.has_sample_field("audit_label_issue_score")
+
+
+def test_single_class_refused(noisy_digits):
+    ds, *_ = noisy_digits
+    with pytest.raises(ValueError, match="at least two"):
+        la.compute_label_quality(ds.match({"ground_truth.label": "3"}), "ground_truth",
+                                 progress=False)
+
+
+def test_missing_embeddings_and_wrong_field_type_refused(noisy_digits):
+    ds, *_ = noisy_digits
+    with pytest.raises(ValueError, match="compute_embeddings"):
+        la.compute_label_quality(ds, "ground_truth", embeddings_field="nope", progress=False)
+    with pytest.raises(ValueError, match="Classification field"):
+        la.compute_label_quality(ds, "flipped", progress=False)
+
+
+def test_empty_view_refused(noisy_digits):
+    ds, *_ = noisy_digits
+    with pytest.raises(ValueError, match="empty"):
+        la.compute_label_quality(ds.limit(0), "ground_truth", progress=False)
+
+
+def test_mismatched_embedding_dimensions_refused(noisy_digits):
+    ds, *_ = noisy_digits
+    s = ds.first()
+    s["embeddings"] = np.zeros(7, dtype=np.float32)
+    s.save()
+    with pytest.raises(ValueError, match="different dimensions"):
+        la.compute_label_quality(ds, "ground_truth", progress=False)
+
+
+def test_interrupted_write_restores_previous_values(noisy_digits):
+    from label_audit.writes import write_rows
+
+    ds, *_ = noisy_digits
+    la.compute_label_quality(ds, "ground_truth", progress=False)
+    before = ds.values("audit_label_issue_score")
+    ids = ds.values("id")
+    bad = [0.5] * len(ids)
+    bad[250] = object()  # not BSON-encodable: the 3rd batch fails after two were written
+    with pytest.raises(Exception):
+        write_rows(ds, {"audit_label_issue_score": ("float", bad),
+                        "audit_new_field": ("float", [1.0] * len(ids))},
+                   ids, ids, batch_size=100)
+    assert ds.values("audit_label_issue_score") == before
+    assert ds.count("audit_new_field") == 0
