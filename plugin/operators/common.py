@@ -32,7 +32,7 @@ def add_field_choice(inputs, name, choices, label, description=None, required=Tr
     dropdown = types.DropdownView()
     for choice in choices:
         dropdown.add_choice(choice, label=choice)
-    inputs.enum(name, dropdown.values(), required=required, label=label,
+    inputs.enum(name, dropdown.values(), required=required and default is None, label=label,
                 description=description, default=default, view=dropdown)
 
 

@@ -33,7 +33,7 @@ class ComputeEmbeddings(foo.Operator):
                 "use) or efficientnet-lite0 (offline, from the 'offline' extra)"
             ),
         )
-        inputs.str("embeddings_field", default="embeddings", required=True,
+        inputs.str("embeddings_field", default="embeddings", required=False,
                    label="Embeddings field",
                    description="Sample field (or label attribute for patches) to store vectors in")
         patch_fields = label_fields(view, fo.Detections, fo.Polylines)

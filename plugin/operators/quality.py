@@ -34,10 +34,10 @@ class ComputeLabelQuality(foo.Operator):
             return types.Property(inputs)
         add_field_choice(inputs, "label_field", fields, "Label field",
                          description="Classification: one score per sample; Detections/Polylines: one per object")
-        inputs.str("embeddings_field", default="embeddings", required=True,
+        inputs.str("embeddings_field", default="embeddings", required=False,
                    label="Embeddings field",
                    description="Sample field (or label attribute for objects) from 'Compute embeddings'")
-        inputs.str("audit_key", default="audit", required=True, label="Audit key",
+        inputs.str("audit_key", default="audit", required=False, label="Audit key",
                    description="Run key and prefix of the written fields, e.g. audit_label_issue_score")
         inputs.int("n_folds", default=5, min=2, label="Folds",
                    description="Cross-validation folds for the out-of-fold probabilities")
