@@ -2,6 +2,7 @@
 
     label-audit demo [--no-app] ...
     label-audit embed DATASET [--model resnet50] [--patches-field F] ...
+    label-audit score DATASET LABEL_FIELD [--embeddings-field F] [--audit-key audit]
     label-audit bench quality|speed|embeddings ...
 """
 
@@ -40,6 +41,37 @@ def _embed(argv):
     return 0
 
 
+def _score(argv):
+    parser = argparse.ArgumentParser(prog="label-audit score",
+                                     description="Compute label quality for a FiftyOne dataset")
+    parser.add_argument("dataset", help="FiftyOne dataset name")
+    parser.add_argument("label_field", help="Classification, Detections or Polylines field")
+    parser.add_argument("--embeddings-field", default="embeddings")
+    parser.add_argument("--audit-key", default="audit")
+    parser.add_argument("--n-folds", type=int, default=5)
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    import fiftyone as fo
+
+    import label_audit
+
+    if not fo.dataset_exists(args.dataset):
+        print("error: no FiftyOne dataset named %r (fiftyone datasets list)" % args.dataset,
+              file=sys.stderr)
+        return 2
+    try:
+        results = label_audit.compute_label_quality(
+            fo.load_dataset(args.dataset), args.label_field,
+            embeddings_field=args.embeddings_field, audit_key=args.audit_key,
+            n_folds=args.n_folds, k=args.k)
+    except ValueError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    print(results.summary())
+    return 0
+
+
 def _bench(argv):
     if not argv or argv[0] not in ("quality", "speed", "embeddings", "writes"):
         print("usage: label-audit bench {quality,speed,embeddings,writes} [options]", file=sys.stderr)
@@ -53,6 +85,7 @@ def _bench(argv):
 COMMANDS = {
     "demo": lambda argv: __import__("label_audit.demo", fromlist=["main"]).main(argv),
     "embed": _embed,
+    "score": _score,
     "bench": _bench,
 }
 

@@ -119,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    # the offline mongod (6.0) is FiftyOne's oldest supported version: don't nag
+    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
     if not os.environ.get("FIFTYONE_DATABASE_URI"):
         from .database import MongoDBNotFoundError, require_mongod
 

@@ -265,7 +265,12 @@ def score_label_issues(
     nbr = dist = leverage = None
     if X is not None:
         prep = state["preprocessor"] if state is not None else None
-        Xk, kprep = _knn_features(X, prep, max_dim, random_state)
+        Z = state.pop("projected", None) if state is not None else None
+        if Z is not None:  # reuse the PCA projection of the logistic regression (no second pass)
+            Z *= prep.scale  # undo the per-component z-scoring: plain PCA coordinates
+            Xk, kprep = Z, prep
+        else:
+            Xk, kprep = _knn_features(X, prep, max_dim, random_state)
         nbr, dist = knn_search(Xk, k, method=knn_method, random_state=random_state)
         if compute_importance:
             leverage = class_conditional_leverage(Xk, labels, n_classes=K)

@@ -120,6 +120,7 @@ def validate_features(features, n_samples: Optional[int] = None, *, name: str = 
         nz = (blk != 0).any(axis=1)
         if not nz.all():
             zero_rows.extend((np.flatnonzero(~nz) + a)[:5].tolist())
+        _release_pages(features, a, a + step)
         if len(bad_rows) >= 5:
             break
     if bad_rows:
@@ -166,7 +167,7 @@ class Preprocessor:
 
     Attributes
     ----------
-    mean : float32 (d,)
+    mean : float32 (d,)  feature mean (of the ``pca_samples`` subsample when PCA is used)
     scale : float32 (d_out,)  standard deviation of the (projected) features (>= 1e-6)
     components : float32 (d, d_out) or None  PCA projection (columns = directions)
     """
@@ -182,15 +183,15 @@ class Preprocessor:
     def fit(self, X):
         n, d = X.shape
         cs = self.chunk_size
-        s = np.zeros(d, np.float64)
-        for a in range(0, n, cs):
-            s += np.asarray(X[a : a + cs]).sum(axis=0, dtype=np.float64)
-        mean = s / n
-        self.mean = mean.astype(np.float32)
         if d > self.max_dim:
+            # mean and covariance from one random subsample of pca_samples rows (no full pass)
             rng = np.random.default_rng(self.random_state)
             m = min(n, self.pca_samples)
             idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+            s = np.zeros(d, np.float64)
+            for a in range(0, m, cs):
+                s += np.asarray(X[idx[a : a + cs]], dtype=np.float32).sum(axis=0, dtype=np.float64)
+            self.mean = (s / m).astype(np.float32)
             cov = np.zeros((d, d), np.float64)
             for a in range(0, m, cs):
                 blk = np.asarray(X[idx[a : a + cs]], dtype=np.float32) - self.mean
@@ -202,10 +203,14 @@ class Preprocessor:
             self.proj_mean = (self.mean @ self.components).astype(np.float32)
             self.scale = np.sqrt(np.clip(evals[order], 1e-12, None)).astype(np.float32)
         else:
+            s = np.zeros(d, np.float64)
             ss = np.zeros(d, np.float64)
             for a in range(0, n, cs):
                 blk = np.asarray(X[a : a + cs])
+                s += blk.sum(axis=0, dtype=np.float64)
                 ss += np.einsum("ij,ij->j", blk, blk, dtype=np.float64)
+            mean = s / n
+            self.mean = mean.astype(np.float32)
             var = np.clip(ss / n - mean**2, 0, None) * n / max(n - 1, 1)
             self.scale = np.sqrt(var).astype(np.float32)
         self.scale = np.maximum(self.scale, np.float32(1e-6))
@@ -231,6 +236,7 @@ class Preprocessor:
                 z = blk - self.mean
             z /= self.scale
             out[a : a + cs] = z
+            _release_pages(X, a, a + cs)
         return out
 
     def transform_rows(self, X, rows) -> np.ndarray:

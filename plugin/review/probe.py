@@ -1,0 +1,171 @@
+"""Linear-probe science over plain arrays (numpy / scikit-learn, no FiftyOne).
+
+* :func:`probe_confusion`: fit a logistic-regression probe on a stratified
+  training split of the embeddings, predict the held-out split, and return
+  the confusion matrix, the most-confused class pairs and the false positives
+  per class.
+* :func:`cross_validated_auc`: K-fold out-of-fold probabilities of the same
+  probe, one-vs-rest ROC AUC per class, macro AUC and the AUC of a class of
+  interest: the quality measure of a cleaning round.
+* :func:`auc_plateaued`: whether a sequence of AUCs stopped improving.
+
+Large embeddings are PCA-reduced inside the probe pipeline (fit on the
+training rows only, so nothing leaks from the held-out rows).
+"""
+
+import numpy as np
+
+__all__ = ["probe_confusion", "most_confused_pairs", "false_positives",
+           "cross_validated_auc", "auc_plateaued"]
+
+
+def _probe(n_features, n_samples, max_dim, random_state, C=1.0, max_iter=300):
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = [StandardScaler()]
+    dim = min(max_dim, n_samples - 1)
+    if max_dim and n_features > max_dim and dim >= 2:
+        steps += [PCA(n_components=dim, random_state=random_state), StandardScaler()]
+    steps.append(LogisticRegression(C=C, max_iter=max_iter))
+    return make_pipeline(*steps)
+
+
+def _validate(X, y, n_classes):
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if X.ndim != 2 or X.shape[0] != y.shape[0]:
+        raise ValueError("X must be (N, d) with one row per label; got X %s and %d labels"
+                         % (X.shape, y.shape[0]))
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError("labels must be in [0, %d)" % n_classes)
+    if np.unique(y).size < 2:
+        raise ValueError("The probe needs labels of at least two classes")
+    return X, y
+
+
+def _full_proba(model, X, n_classes):
+    """predict_proba with one column per class (0 for classes unseen in training)."""
+    P = np.zeros((X.shape[0], n_classes), dtype=np.float64)
+    P[:, model.classes_] = model.predict_proba(X)
+    return P
+
+
+def probe_confusion(X, y, n_classes, test_size=0.25, max_dim=64, random_state=0, C=1.0):
+    """Confusion matrix of a linear probe on a held-out split.
+
+    Args:
+        X: (N, d) features
+        y: (N,) int labels in ``[0, n_classes)``
+        n_classes: K
+        test_size (0.25): held-out fraction (stratified when every class has
+            at least 2 rows)
+        max_dim (64): PCA dimension when ``d`` is larger (0: never reduce)
+        random_state (0), C (1.0): split seed, inverse regularization
+
+    Returns:
+        dict with ``matrix`` (K, K) int, rows = given label, columns =
+        predicted; ``accuracy`` on the held-out rows; ``n_train``, ``n_test``;
+        ``test_index`` (rows of the held-out split)
+    """
+    from sklearn.model_selection import train_test_split
+
+    X, y = _validate(X, y, n_classes)
+    idx = np.arange(len(y))
+    counts = np.bincount(y, minlength=n_classes)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    n_test = max(int(round(test_size * len(y))), len(np.unique(y)) if stratify is not None else 1)
+    tr, te = train_test_split(idx, test_size=n_test, random_state=random_state,
+                              stratify=stratify)
+    model = _probe(X.shape[1], len(tr), max_dim, random_state, C=C).fit(X[tr], y[tr])
+    pred = _full_proba(model, X[te], n_classes).argmax(axis=1)
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (y[te], pred), 1)
+    return dict(matrix=matrix, accuracy=float(np.mean(pred == y[te])),
+                n_train=int(len(tr)), n_test=int(len(te)), test_index=te)
+
+
+def false_positives(matrix):
+    """Per class: held-out rows predicted as that class but labelled otherwise."""
+    m = np.asarray(matrix)
+    return m.sum(axis=0) - np.diag(m)
+
+
+def most_confused_pairs(matrix, classes, top=5):
+    """The ``top`` unordered class pairs with the most mutual confusions.
+
+    Returns a list of dicts ``{a, b, count, a_as_b, b_as_a, rate}`` sorted by
+    decreasing ``count`` (``a_as_b``: rows labelled ``a`` predicted ``b``;
+    ``rate``: count / held-out rows of the two classes).
+    """
+    m = np.asarray(matrix)
+    K = m.shape[0]
+    pairs = []
+    for a in range(K):
+        for b in range(a + 1, K):
+            count = int(m[a, b] + m[b, a])
+            if count:
+                support = int(m[a].sum() + m[b].sum())
+                pairs.append(dict(a=classes[a], b=classes[b], count=count,
+                                  a_as_b=int(m[a, b]), b_as_a=int(m[b, a]),
+                                  rate=count / support if support else 0.0))
+    pairs.sort(key=lambda p: (-p["count"], -p["rate"]))
+    return pairs[:top]
+
+
+def cross_validated_auc(X, y, n_classes, n_folds=5, class_of_interest=None, max_dim=64,
+                        random_state=0, C=1.0):
+    """K-fold cross-validated one-vs-rest ROC AUC of a linear probe.
+
+    Args:
+        X, y, n_classes: as in :func:`probe_confusion`
+        n_folds (5): folds (reduced to the smallest class count, at least 2)
+        class_of_interest (None): a class index whose AUC is reported too
+        max_dim, random_state, C: probe parameters
+
+    Returns:
+        dict ``macro`` (mean AUC over classes with positives and negatives),
+        ``per_class`` (list, NaN for classes without rows), ``class_of_interest``
+        (its AUC or None), ``n_folds``
+    """
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    X, y = _validate(X, y, n_classes)
+    counts = np.bincount(y, minlength=n_classes)
+    smallest = counts[counts > 0].min()
+    folds = max(2, min(int(n_folds), len(y)))
+    if smallest >= folds:
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=random_state)
+    else:
+        splitter = KFold(folds, shuffle=True, random_state=random_state)
+    P = np.zeros((len(y), n_classes))
+    for tr, te in splitter.split(X, y):
+        if np.unique(y[tr]).size < 2:
+            P[te] = 1.0 / n_classes
+            continue
+        model = _probe(X.shape[1], len(tr), max_dim, random_state, C=C).fit(X[tr], y[tr])
+        P[te] = _full_proba(model, X[te], n_classes)
+    per_class = np.full(n_classes, np.nan)
+    for c in range(n_classes):
+        pos = y == c
+        if 0 < pos.sum() < len(y):
+            per_class[c] = roc_auc_score(pos, P[:, c])
+    macro = float(np.nanmean(per_class))
+    coi = None
+    if class_of_interest is not None and np.isfinite(per_class[class_of_interest]):
+        coi = float(per_class[class_of_interest])
+    return dict(macro=macro, per_class=per_class.tolist(), class_of_interest=coi,
+                n_folds=folds)
+
+
+def auc_plateaued(values, tol=0.002, patience=1):
+    """True when the last ``patience`` values improved on the best earlier
+    value by less than ``tol`` (needs at least ``patience + 1`` values)."""
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    if len(v) < patience + 1:
+        return False
+    best_before = max(v[:-patience])
+    return max(v[-patience:]) - best_before < tol

@@ -1,0 +1,47 @@
+"""The `label-audit` console script, run as a real subprocess."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "label_audit.cli", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_help_lists_commands():
+    out = _cli("--help")
+    assert out.returncode == 0
+    for cmd in ("demo", "embed", "score", "bench"):
+        assert "label-audit %s" % cmd in out.stdout
+
+
+def test_unknown_dataset_is_a_clear_error():
+    out = _cli("score", "no-such-dataset-xyz", "ground_truth")
+    assert out.returncode == 2 and "no FiftyOne dataset named" in out.stderr
+
+
+def test_score_command_writes_fields(digits_embeddings):
+    import fiftyone as fo
+
+    from label_audit.demo import inject_noise
+    from label_audit.demo_data import DIGITS_CLASSES, images_dataset
+
+    filepaths, targets, X = digits_embeddings
+    noisy, _ = inject_noise(targets, 0.1, 10)
+    ds = images_dataset(filepaths, noisy, DIGITS_CLASSES, name="cli-score-test",
+                        overwrite=True, persistent=True)
+    try:
+        ds.set_values("embeddings", list(X))
+        out = _cli("score", "cli-score-test", "ground_truth", "--audit-key", "cli")
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "300 samples scored" in out.stdout
+        ds.reload()
+        scores = np.array(ds.values("cli_label_issue_score"), dtype=float)
+        assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
+        bad = _cli("score", "cli-score-test", "embeddings")
+        assert bad.returncode == 2 and "Classification field" in bad.stderr
+    finally:
+        ds.delete()
