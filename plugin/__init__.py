@@ -24,6 +24,13 @@ _LAZY = {
     "score_label_issues": ("scoring", "score_label_issues"),
     "LabelIssueResult": ("scoring", "LabelIssueResult"),
     "compute_label_quality": ("quality", "compute_label_quality"),
+    "find_confused_classes": ("review.confusion", "find_confused_classes"),
+    "suspects": ("review.suspects", "suspects"),
+    "tag_decisions": ("review.decisions", "tag_decisions"),
+    "apply_decisions": ("review.apply", "apply_decisions"),
+    "undo_decisions": ("review.apply", "undo_decisions"),
+    "cleaning_rounds": ("review.rounds", "cleaning_rounds"),
+    "export_cleanset": ("review.export", "export_cleanset"),
 }
 
 __all__ = sorted(_LAZY) + ["register"]

@@ -97,17 +97,44 @@ def test_duplicates_never_self(digits):
     assert (idx[:, 0] == (np.arange(100) + 50) % 100).all()
 
 
+def test_approx_knn_ivf(digits):
+    X, _ = digits
+    idx, dist = knn_search(X, 5, method="approx", n_probe=4, random_state=0)
+    ref, _ = knn_search(X, 5, method="exact")
+    assert idx.shape == (len(X), 5) and idx.dtype == np.int64 and dist.dtype == np.float32
+    assert not (idx == np.arange(len(X))[:, None]).any()
+    assert (np.diff(dist, axis=1) >= -1e-6).all()
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, ref)])
+    assert recall > 0.8
+    idx2, _ = knn_search(X, 5, method="approx", n_probe=4, random_state=0)
+    np.testing.assert_array_equal(idx, idx2)  # deterministic for a fixed random_state
+    full, _ = knn_search(X, 5, method="approx", n_probe=10**6)  # probing every list = exact
+    assert (full == ref).mean() > 0.99
+
+
 @pytest.mark.skipif(
     not __import__("os").environ.get("LABEL_AUDIT_SLOW_TESTS"),
     reason="pynndescent JIT compilation takes minutes on 2 cores; set LABEL_AUDIT_SLOW_TESTS=1",
 )
-def test_approx_knn(digits):
+def test_approx_knn_pynndescent(digits):
     X, _ = digits
-    idx, dist = knn_search(X, 5, method="approx")
+    idx, dist = knn_search(X, 5, method="pynndescent")
     ref, _ = knn_search(X, 5, method="exact")
     assert not (idx == np.arange(len(X))[:, None]).any()
     recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, ref)])
     assert recall > 0.9
+
+
+def test_subsample_warm_start_and_preconditioning(digits):
+    X, y = digits
+    cold = out_of_fold_probabilities(X, y, C=0.1, warm_start=False, max_iter=300, precondition=False)
+    sub = out_of_fold_probabilities(X, y, C=0.1, full_fit_samples=200)  # default 12 fold iterations
+    assert np.abs(sub - cold).max() < 0.1
+    sub = out_of_fold_probabilities(X, y, C=0.1, full_fit_samples=200, fold_max_iter=30)
+    assert np.abs(sub - cold).max() < 0.02
+    # preconditioning changes the path, not the optimum
+    pre = out_of_fold_probabilities(X, y, C=0.1, warm_start=False, max_iter=300, precondition=True)
+    assert np.abs(pre - cold).max() < 0.02
 
 
 def test_knn_probs_and_agreement():

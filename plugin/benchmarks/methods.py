@@ -140,6 +140,8 @@ def m_label_audit(ctx: Context) -> MethodOutput:
         scores=scores,
         flags=None if flags is None else np.asarray(flags, bool),
         suggested=None if sugg is None else np.asarray(sugg),
+        note="score_label_issues(labels, features=X, random_state=seed), defaults; "
+             "sec includes its own model fitting",
     )
 
 

@@ -2,5 +2,6 @@
 
 from .embeddings import ComputeEmbeddings
 from .quality import ComputeLabelQuality
+from .review import REVIEW_OPERATORS
 
-OPERATORS = [ComputeEmbeddings, ComputeLabelQuality]
+OPERATORS = [ComputeEmbeddings, ComputeLabelQuality] + REVIEW_OPERATORS

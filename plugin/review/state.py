@@ -57,9 +57,19 @@ def save_state(ctx, state):
              dict(audit_key=ctx.audit_key, label_field=ctx.label_field), state)
 
 
-def _run_timestamp(ctx):
+def _run_time(ctx):
+    """The scoring run's time at MongoDB's millisecond precision (the in-memory
+    value of a just-saved run has microseconds, a reloaded one has not)."""
     info = ctx.run_info
-    return info.timestamp.isoformat() if info is not None and info.timestamp else None
+    if info is None or not info.timestamp:
+        return None
+    t = info.timestamp
+    return t.replace(microsecond=t.microsecond // 1000 * 1000, tzinfo=None)
+
+
+def _run_timestamp(ctx):
+    t = _run_time(ctx)
+    return t.isoformat() if t is not None else None
 
 
 def snapshot(ctx, state):
@@ -75,7 +85,7 @@ def snapshot(ctx, state):
     if ids:
         view = ctx.root.select(list(dict.fromkeys(sids)))
         modified = dict(zip(*view.values(["id", "last_modified_at"])))
-    run_time = ctx.run_info.timestamp if ctx.run_info is not None else None
+    run_time = _run_time(ctx)
     snap_labels = {}
     for rid, sid, lab in zip(ids, sids, labels):
         t = modified.get(sid)

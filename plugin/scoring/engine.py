@@ -217,7 +217,8 @@ def score_label_issues(
     C : float, default 0.1; inverse L2 strength of the logistic regression (sklearn convention,
         z-scored features).  Stronger than sklearn's default because labels are noisy.
     knn_weight : float in [0, 1], default 0.5; weight of the kNN vote in the fused probabilities.
-    knn_method : {'auto', 'exact', 'approx'}.   max_dim : PCA size for d > max_dim.
+    knn_method : {'auto', 'exact', 'approx', 'pynndescent'} (see :func:`knn_search`; 'auto' = exact up
+        to 30k rows, else the IVF index).   max_dim : PCA size for d > max_dim.
     filter_by : cleanlab filter mode used on the fused probabilities for ``is_label_issue``.
     ambiguity_margin : float, default 0.2.   outlier_z : float, default 3.5 (robust z).
     compute_importance : bool, default True.

@@ -77,7 +77,7 @@ def _spherical_kmeans(Xt, n_lists: int, n_iter: int, gen):
     return cent
 
 
-def _ivf_knn(Xn: np.ndarray, k: int, *, n_probe: int = 16, n_lists: Optional[int] = None, n_iter: int = 8,
+def _ivf_knn(Xn: np.ndarray, k: int, *, n_probe: int = 8, n_lists: Optional[int] = None, n_iter: int = 8,
              train_per_list: int = 32, random_state=0):
     """Approximate cosine kNN of every row of the unit rows ``Xn`` (IVF, see module docstring)."""
     import torch
@@ -150,7 +150,7 @@ def knn_search(
     exclude: Optional[np.ndarray] = None,
     random_state=0,
     n_jobs: int = 2,
-    n_probe: int = 16,
+    n_probe: int = 8,
     n_lists: Optional[int] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Cosine k-nearest neighbours of every row (self excluded).
@@ -171,7 +171,7 @@ def knn_search(
         Rows that may not be returned as neighbours (exact search only; e.g. removed samples).
     random_state : int, default 0 (IVF k-means / pynndescent seed)
     n_jobs : int, default 2 (pynndescent threads)
-    n_probe : int, default 16; lists searched per list of queries (IVF; more = higher recall).
+    n_probe : int, default 8; lists searched per list of queries (IVF; more = higher recall).
     n_lists : int, optional; IVF lists (default ``sqrt(n_probe * N)``).
 
     Returns

@@ -35,6 +35,29 @@ __all__ = ["out_of_fold_probabilities", "assign_folds", "validate_features", "Pr
 # --------------------------------------------------------------------------- #
 # input validation helpers (shared by the other modules)
 # --------------------------------------------------------------------------- #
+def _release_pages(X, start: int, stop: int) -> None:
+    """Drop rows [start, stop) of a C-contiguous ``np.memmap`` from this process's resident set
+    (``madvise(MADV_DONTNEED)``; the data stays in the OS page cache and is re-read on the next
+    access).  Streaming passes call it after each chunk so a pass over a memmap larger than RAM
+    does not grow the RSS by the file size.  No-op for other arrays."""
+    mm = getattr(X, "_mmap", None)
+    if mm is None or not X.flags.c_contiguous or not hasattr(mm, "madvise"):
+        return
+    try:
+        import mmap
+
+        base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+        row = X.strides[0]
+        a = X.ctypes.data - base + start * row
+        b = X.ctypes.data - base + min(stop, X.shape[0]) * row
+        page = mmap.PAGESIZE
+        a0 = (a // page) * page
+        if b > a0:
+            mm.madvise(mmap.MADV_DONTNEED, a0, min(b, len(mm)) - a0)
+    except (ValueError, OSError, AttributeError, TypeError):  # pragma: no cover - best effort
+        pass
+
+
 def validate_labels(labels, n_classes: Optional[int] = None, n_samples: Optional[int] = None):
     """Return ``(labels as int64 (N,), n_classes)`` or raise a ValueError saying what to fix."""
     if labels is None:

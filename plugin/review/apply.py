@@ -1,0 +1,555 @@
+"""``apply_decisions`` / ``undo_decisions``: write the tagged decisions into the
+label field (and back), re-score, record a cleaning round.
+
+Apply, for the rows of ``samples`` with a pending decision tag:
+
+* ``relabel``: the label becomes ``<key>_decision_label``; the label before
+  the first correction is kept in ``<key>_original_label``
+* ``delete``: ``<key>_excluded`` = True (the row stays, flagged and tagged);
+  with ``confirm_delete=True`` the sample (or object) is deleted, refused if a
+  saved view references it
+* ``ok``: nothing changes but the row is recorded as reviewed
+
+Every changed row sets ``<key>_applied``; a row whose state already reflects
+its decision is not pending, so applying twice changes nothing.
+
+Before writing, the label each row had when it was scored is compared with
+its current label: rows edited since scoring are reported as stale
+(``on_stale``: "raise" refuses, "skip" applies the others, "ignore").
+
+The history entry (who, when, what) holds a before-image of every field the
+apply touches (label field, tags, decision state, deleted documents and the
+score fields rewritten by the re-score), so :func:`undo_decisions` restores
+the samples exactly.
+"""
+
+import getpass
+import json
+import logging
+import re
+import time
+from collections import Counter
+
+import numpy as np
+
+from .context import ReviewContext
+from .state import (cached_results, forget_results, load_state, now_iso, remember_results,
+                    rescored, save_state, snapshot)
+
+logger = logging.getLogger(__name__)
+
+RESCORE = ("incremental", "full", "none")
+ON_STALE = ("raise", "skip", "ignore")
+
+
+class StaleScoresError(ValueError):
+    """Labels changed since they were scored."""
+
+
+class ApplyReport:
+    """What :func:`apply_decisions` did.
+
+    Attributes: ``applied`` ``{decision: count}``, ``changes`` (list of
+    ``{id, sample_id, decision, from, to}``), ``hard_deleted`` (ids),
+    ``stale`` ``{row_id: (scored label, current label)}``, ``skipped``
+    ``{row_id: reason}``, ``rescore`` (mode used), ``rescore_seconds``,
+    ``round`` (the cleaning round recorded, or None), ``history_id``.
+    """
+
+    def __init__(self, what, applied=None, changes=(), hard_deleted=(), stale=None,
+                 skipped=None, rescore=None, rescore_seconds=None, round=None,
+                 history_id=None, message=None):
+        self.what = what
+        self.applied = dict(applied or {})
+        self.changes = list(changes)
+        self.hard_deleted = list(hard_deleted)
+        self.stale = dict(stale or {})
+        self.skipped = dict(skipped or {})
+        self.rescore = rescore
+        self.rescore_seconds = rescore_seconds
+        self.round = round
+        self.history_id = history_id
+        self.message = message
+
+    @property
+    def num_applied(self):
+        return sum(self.applied.values())
+
+    def summary(self):
+        if self.message:
+            lines = [self.message]
+        else:
+            lines = ["Applied %d decision(s) on %ss: %s" % (
+                self.num_applied, self.what,
+                ", ".join("%d %s" % (n, d) for d, n in sorted(self.applied.items())))]
+            if self.hard_deleted:
+                lines.append("Deleted %d %s(s) (undo_decisions restores them)"
+                             % (len(self.hard_deleted), self.what))
+        if self.stale:
+            lines.append("%d stale %s(s) (edited since scoring) %s"
+                         % (len(self.stale), self.what,
+                            "skipped" if self.num_applied or not self.message else ""))
+        if self.skipped:
+            lines.append("Skipped %d: %s" % (len(self.skipped), ", ".join(
+                "%d %s" % (n, r) for r, n in Counter(self.skipped.values()).items())))
+        if self.rescore:
+            lines.append("Re-scored (%s) in %.2fs" % (self.rescore, self.rescore_seconds or 0))
+        if self.round:
+            r = self.round
+            lines.append("Round %d: fix rate %.2f, AUC macro %.4f%s" % (
+                r["round"], r["fix_rate"] or 0, r["auc_macro"],
+                "" if r.get("auc_class") is None else
+                ", AUC %r %.4f" % (r["class_of_interest"], r["auc_class"])))
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.summary()
+
+
+# --- before-images -----------------------------------------------------------
+
+
+def _touched_fields(ctx):
+    if ctx.patches:
+        return [ctx.label_field]
+    return [ctx.label_field, "tags"] + list(ctx.fields.values())
+
+
+def _schema_paths(ctx):
+    return [ctx.root_path(ctx.fields[n]) for n in ("original_label", "excluded", "applied")]
+
+
+def _before_image(ctx, sample_ids, full_ids=()):
+    from bson import ObjectId, json_util
+
+    coll = ctx.root._sample_collection
+    fields = _touched_fields(ctx)
+    oids = [ObjectId(s) for s in dict.fromkeys(sample_ids)]
+    docs = list(coll.find({"_id": {"$in": oids}}, {f: 1 for f in fields}))
+    full = []
+    if full_ids:
+        full = list(coll.find({"_id": {"$in": [ObjectId(s) for s in set(full_ids)]}}))
+    declared = [p for p in _schema_paths(ctx) if not ctx.root.has_field(p)]
+    return dict(fields=fields, docs=json_util.dumps(docs), deleted_docs=json_util.dumps(full),
+                declared=declared)
+
+
+def _restore_image(ctx, image):
+    import datetime
+
+    from bson import json_util
+    from pymongo import UpdateOne
+
+    root = ctx.root
+    coll = root._sample_collection
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    deleted = json_util.loads(image["deleted_docs"])
+    if deleted:
+        present = {d["_id"] for d in coll.find({"_id": {"$in": [d["_id"] for d in deleted]}},
+                                              {"_id": 1})}
+        missing = [d for d in deleted if d["_id"] not in present]
+        if missing:
+            coll.insert_many(missing)
+    ops = []
+    for doc in json_util.loads(image["docs"]):
+        sets = {f: doc[f] for f in image["fields"] if f in doc}
+        sets["last_modified_at"] = now
+        update = {"$set": sets}
+        unsets = {f: "" for f in image["fields"] if f not in doc}
+        if unsets:
+            update["$unset"] = unsets
+        ops.append(UpdateOne({"_id": doc["_id"]}, update))
+    if ops:
+        coll.bulk_write(ops, ordered=False)
+    root.reload()
+    for path in image.get("declared", []):
+        if root.has_field(path):
+            root.delete_sample_field(path)
+
+
+def _score_image(ctx):
+    from ..quality import SCORE_FIELDS
+
+    ids, sids = ctx.scored_rows()
+    names = [ctx.score_fields[n] for n, _ in SCORE_FIELDS]
+    vals = ctx.read(ids, sids, names)
+    return dict(ids=ids, sample_ids=sids, columns=vals)
+
+
+def _restore_scores(ctx, image):
+    from ..quality import SCORE_FIELDS
+
+    if not image or not image["ids"]:
+        return
+    exists = ctx.exists(image["ids"], image["sample_ids"])
+    keep = [i for i, e in enumerate(exists) if e]
+    cols = {}
+    for n, kind in SCORE_FIELDS:
+        name = ctx.score_fields[n]
+        values = image["columns"][name]
+        cols[name] = (kind, [values[i] for i in keep])
+    ctx.write(cols, [image["ids"][i] for i in keep], [image["sample_ids"][i] for i in keep])
+
+
+# --- saved views -------------------------------------------------------------
+
+
+def _referencing_views(root, ids):
+    """``{saved view name: [ids it names]}`` for the given sample/label ids."""
+    ids = set(ids)
+    refs = {}
+    for name in root.list_saved_views():
+        try:
+            stages = root.load_saved_view(name)._serialize()
+        except Exception as e:  # a broken saved view still counts as a reference risk
+            logger.warning("Could not load saved view %r: %s", name, e)
+            continue
+        named = set(re.findall(r"[0-9a-f]{24}", json.dumps(stages, default=str)))
+        hit = sorted(ids & named)
+        if hit:
+            refs[name] = hit
+    return refs
+
+
+# --- re-scoring --------------------------------------------------------------
+
+
+def _score_columns(result, classes):
+    from ..quality import SCORE_FIELDS
+
+    cols = {}
+    for name, kind in SCORE_FIELDS:
+        values = getattr(result, name)
+        if kind == "label":
+            col = [classes[int(v)] for v in values]
+        elif kind == "bool":
+            col = [bool(v) for v in values]
+        else:
+            col = [float(v) if np.isfinite(v) else None for v in values]
+        cols[name] = (kind, col)
+    return cols
+
+
+def _rescore_incremental(ctx, state, entry):
+    """Returns seconds, or None when the change can't be done incrementally."""
+    from ..scoring import update_label_issues
+
+    res = entry["result"]
+    ids, sids = entry["ids"], entry["sample_ids"]
+    classes = list(res.classes)
+    index = {c: i for i, c in enumerate(classes)}
+    excl = ctx.fields["excluded"]
+    vals = ctx.read(ids, sids, ["label", excl, ctx.embeddings_field])
+    exists = ctx.exists(ids, sids)
+    labels = res.labels.copy()
+    removed = np.zeros(len(ids), bool)
+    for i, (lab, ex, ok) in enumerate(zip(vals["label"], vals[excl], exists)):
+        if not ok or ex or lab is None:
+            removed[i] = True
+        elif lab not in index:
+            return None  # a class the run did not score: needs a full re-score
+        else:
+            labels[i] = index[lab]
+    changed = (labels != res.labels) & ~removed
+    keep = np.flatnonzero(~removed)
+    embs = vals[ctx.embeddings_field]
+    if any(embs[i] is None for i in keep):
+        return None
+    X = np.zeros((len(ids), len(embs[keep[0]])), np.float32)
+    for i in keep:
+        X[i] = embs[i]
+    t0 = time.perf_counter()
+    new = update_label_issues(res, X, labels, changed=changed, removed=removed)
+    seconds = time.perf_counter() - t0
+    kept_ids = [ids[i] for i in keep]
+    kept_sids = [sids[i] for i in keep]
+    cols = _score_columns(new, classes)
+    ctx.write({ctx.score_fields[n]: c for n, c in cols.items()}, kept_ids, kept_sids)
+    rescored(ctx, state, kept_ids, [classes[int(y)] for y in new.labels])
+    remember_results(ctx, state, kept_ids, kept_sids, new)
+    return seconds
+
+
+def _rescore_full(ctx, state):
+    from fiftyone import ViewField as F
+
+    from ..quality import compute_label_quality
+
+    score = ctx.score_fields["label_issue_score"]
+    excl = ctx.fields["excluded"]
+    if ctx.patches:
+        view = ctx.root.filter_labels(ctx.label_field, F(score).exists() & (F(excl) != True))  # noqa: E712
+    else:
+        view = ctx.root.exists(score).match(F(excl) != True)  # noqa: E712
+    cfg = ctx.config
+    t0 = time.perf_counter()
+    res = compute_label_quality(
+        view, ctx.label_field, embeddings_field=ctx.embeddings_field, audit_key=ctx.audit_key,
+        classes=ctx.classes(), n_folds=cfg.get("n_folds", 5), k=cfg.get("k", 10),
+        random_state=cfg.get("random_state", 0), progress=False)
+    seconds = time.perf_counter() - t0
+    classes = res.result.classes
+    rescored(ctx, state, res.ids, [classes[int(y)] for y in res.result.labels])
+    remember_results(ctx, state, res.ids, res.sample_ids, res.result)
+    return seconds
+
+
+# --- apply ---------------------------------------------------------------------
+
+
+def _pending(ctx, ids, sids, vals, confirm_delete):
+    F = ctx.fields
+    rows, skipped = [], {}
+    for i, (rid, sid) in enumerate(zip(ids, sids)):
+        d = ctx.decision_of(vals["tags"][i])
+        if d is None:
+            continue
+        lab = vals["label"][i]
+        applied = vals[F["applied"]][i]
+        if d == "relabel":
+            target = vals[F["decision_label"]][i]
+            if lab is None:
+                skipped[rid] = "no label in %r" % ctx.label_field
+                continue
+            if target is None:
+                skipped[rid] = "tagged relabel without a class (%s)" % F["decision_label"]
+                continue
+            if lab == target and applied == "relabel":
+                continue
+        elif d == "delete":
+            if vals[F["excluded"]][i] and not confirm_delete:
+                continue
+        elif d == "ok":
+            if lab is None:
+                skipped[rid] = "no label in %r" % ctx.label_field
+                continue
+            if applied == "ok":
+                continue
+        rows.append(i)
+    return rows, skipped
+
+
+def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete=False,
+                    rescore="incremental", on_stale="raise", user=None, results=None,
+                    class_of_interest=None, record_round=True, progress_callback=None):
+    """Applies the decisions tagged on the rows of ``samples``.
+
+    Args:
+        samples: a dataset or view (only its rows are applied)
+        audit_key ("audit"), label_field (None): the audit run / field
+        confirm_delete (False): really delete the rows tagged for deletion
+            (default: flag them ``<key>_excluded``)
+        rescore ("incremental"): "incremental"
+            (:func:`label_audit.scoring.update_label_issues` from the scores
+            kept in memory by the last re-score or passed as ``results``;
+            falls back to "full" when there are none), "full"
+            (``compute_label_quality`` again), or "none"
+        on_stale ("raise"): what to do with rows whose label changed since
+            it was scored: "raise", "skip" or "ignore"
+        user (None): recorded in the history (default: the OS user)
+        results (None): the ``LabelQualityResults`` of the scoring run, for
+            an incremental re-score in a fresh process
+        class_of_interest (None): for the round's AUC (default: the last
+            :func:`find_confused_classes` answer)
+        record_round (True): measure the K-fold AUC and record a round
+        progress_callback (None): called with ``(fraction, label)``
+
+    Returns:
+        an :class:`ApplyReport`
+    """
+    from .rounds import measure_round
+
+    if rescore not in RESCORE:
+        raise ValueError("rescore must be one of %s" % (RESCORE,))
+    if on_stale not in ON_STALE:
+        raise ValueError("on_stale must be one of %s" % (ON_STALE,))
+
+    def report(f, label):
+        if progress_callback is not None:
+            progress_callback(f, label)
+
+    ctx = ReviewContext(samples, audit_key, label_field)
+    F = ctx.fields
+    state = load_state(ctx)
+    snap = snapshot(ctx, state)
+    ids, sids = ctx.target_rows()
+    vals = ctx.read(ids, sids, ["label", "tags"] + [F[n] for n in F])
+    rows, skipped = _pending(ctx, ids, sids, vals, confirm_delete)
+    if not rows:
+        return ApplyReport(ctx.what, skipped=skipped, message=(
+            "Nothing to apply: no pending decisions on these %d %ss (already applied, "
+            "or none tagged)" % (len(ids), ctx.what)))
+
+    # stale scores
+    stale = {}
+    scored = snap.get("labels") or {}
+    for i in rows:
+        rid = ids[i]
+        if rid in scored and (scored[rid] is None or scored[rid] != vals["label"][i]):
+            stale[rid] = (scored[rid], vals["label"][i])
+    if stale and on_stale == "raise":
+        ex = list(stale.items())[:5]
+        raise StaleScoresError(
+            "%d of the %d %ss to apply were edited after audit run %r scored them (e.g. %s): "
+            "their scores and suggestions are stale. Re-run compute_label_quality, or pass "
+            "on_stale='skip' to apply only the others (or 'ignore')"
+            % (len(stale), len(rows), ctx.what, audit_key, "; ".join(
+                "%s: scored %s, now %r" % (rid, "unknown (modified after scoring)"
+                                            if old is None else repr(old), new)
+                for rid, (old, new) in ex)))
+    if stale and on_stale == "skip":
+        rows = [i for i in rows if ids[i] not in stale]
+        if not rows:
+            return ApplyReport(ctx.what, stale=stale, skipped=skipped, message=(
+                "Nothing applied: all %d pending %ss are stale" % (len(stale), ctx.what)))
+
+    decisions = {i: ctx.decision_of(vals["tags"][i]) for i in rows}
+    hard = [i for i in rows if decisions[i] == "delete" and confirm_delete]
+    if hard:
+        hard_ids = [ids[i] for i in hard]
+        refs = _referencing_views(ctx.root, hard_ids)
+        if refs:
+            raise ValueError(
+                "Not deleting: %d of the %d %ss to delete are referenced by saved view(s) %s. "
+                "Nothing was changed. Remove them from those views (or delete the views), or "
+                "apply without confirm_delete to exclude them (flag %r) instead"
+                % (len({i for r in refs.values() for i in r}), len(hard_ids), ctx.what,
+                   ", ".join("%r (%d)" % (n, len(r)) for n, r in refs.items()),
+                   F["excluded"]))
+
+    if class_of_interest is None:
+        class_of_interest = (state.get("confusion") or {}).get("class_of_interest")
+    if record_round and not state["rounds"]:
+        report(0.05, "Measuring the baseline AUC")
+        state["rounds"].append(measure_round(ctx, class_of_interest, round_index=0))
+
+    report(0.2, "Applying")
+    touched_sids = [sids[i] for i in rows]
+    image = _before_image(ctx, touched_sids,
+                          full_ids=[sids[i] for i in hard] if not ctx.patches else ())
+    score_image = _score_image(ctx) if rescore != "none" else None
+    snapshot_before = dict(snap)
+
+    changes, applied = [], Counter()
+    lab_rows, lab_sids, lab_vals = [], [], []
+    st_rows, st_sids = [], []
+    st_cols = {F["original_label"]: [], F["excluded"]: [], F["applied"]: []}
+    for i in rows:
+        d, lab = decisions[i], vals["label"][i]
+        change = dict(id=ids[i], sample_id=sids[i], decision=d, **{"from": lab})
+        if i in hard:
+            change["to"] = None
+            changes.append(change)
+            applied["delete"] += 1
+            continue
+        orig = vals[F["original_label"]][i]
+        excluded = vals[F["excluded"]][i]
+        if d == "relabel":
+            target = vals[F["decision_label"]][i]
+            lab_rows.append(ids[i])
+            lab_sids.append(sids[i])
+            lab_vals.append(target)
+            orig = lab if orig is None else orig
+            change["to"] = target
+        elif d == "delete":
+            excluded = True
+            change["to"] = None
+        else:
+            change["to"] = lab
+        st_rows.append(ids[i])
+        st_sids.append(sids[i])
+        st_cols[F["original_label"]].append(orig)
+        st_cols[F["excluded"]].append(excluded)
+        st_cols[F["applied"]].append(d)
+        changes.append(change)
+        applied[d] += 1
+    kinds = {F["original_label"]: "label", F["excluded"]: "bool", F["applied"]: "str"}
+    try:
+        ctx.write({"label": ("label", lab_vals)}, lab_rows, lab_sids)
+        ctx.write({n: (kinds[n], v) for n, v in st_cols.items()}, st_rows, st_sids)
+        if hard:
+            if ctx.patches:
+                ctx.root.delete_labels(ids=[ids[i] for i in hard], fields=ctx.label_field)
+            else:
+                ctx.root.delete_samples([ids[i] for i in hard])
+    except BaseException:
+        _restore_image(ctx, image)
+        raise
+
+    rescore_used, seconds = None, None
+    if rescore != "none":
+        report(0.5, "Re-scoring")
+        entry = None
+        if rescore == "incremental":
+            if results is not None and results.audit_key == audit_key and \
+                    results.label_field == ctx.label_field:
+                entry = dict(ids=results.ids, sample_ids=results.sample_ids,
+                             result=results.result)
+            else:
+                entry = cached_results(ctx, state)
+        if entry is not None:
+            seconds = _rescore_incremental(ctx, state, entry)
+            rescore_used = "incremental"
+        if seconds is None:
+            seconds = _rescore_full(ctx, state)
+            rescore_used = "full"
+
+    round_ = None
+    history_id = 1 + max([h["id"] for h in state["history"]] or [0])
+    if record_round:
+        report(0.8, "Measuring the AUC")
+        round_ = measure_round(ctx, class_of_interest, round_index=len(state["rounds"]))
+        round_.update(history_id=history_id, reviewed=len(rows),
+                      relabeled=applied["relabel"], deleted=applied["delete"], ok=applied["ok"],
+                      fixed=applied["relabel"] + applied["delete"],
+                      fix_rate=(applied["relabel"] + applied["delete"]) / len(rows),
+                      rescore=rescore_used, rescore_seconds=seconds)
+        state["rounds"].append(round_)
+    state["history"].append(dict(
+        id=history_id, timestamp=now_iso(), user=user or getpass.getuser(),
+        audit_key=audit_key, label_field=ctx.label_field, confirm_delete=bool(confirm_delete),
+        applied=dict(applied), changes=changes, stale_ignored=sorted(stale) if
+        on_stale == "ignore" else [], rescore=rescore_used, rescore_seconds=seconds,
+        before=image, scores_before=score_image, snapshot_before=snapshot_before, undone=False))
+    save_state(ctx, state)
+    report(1.0, "Done")
+    return ApplyReport(ctx.what, applied, changes, [ids[i] for i in hard],
+                       stale if on_stale != "raise" else None, skipped, rescore_used, seconds,
+                       round_, history_id)
+
+
+def undo_decisions(samples, audit_key="audit", label_field=None):
+    """Undoes the last :func:`apply_decisions` of this audit run: labels,
+    tags, decision state, deleted samples/objects and the re-scored fields are
+    restored exactly as they were before it (the decision tags stay, so the
+    decisions can be edited and applied again). Call again to undo earlier ones.
+
+    Returns:
+        the history entry undone (dict: id, user, timestamp, applied, changes)
+    """
+    ctx = ReviewContext(samples, audit_key, label_field)
+    state = load_state(ctx)
+    live = [h for h in state["history"] if not h.get("undone")]
+    if not live:
+        raise ValueError("Nothing to undo: no applied decisions recorded for audit key %r on "
+                         "dataset %r" % (audit_key, ctx.root.name))
+    entry = live[-1]
+    _restore_image(ctx, entry["before"])
+    _restore_scores(ctx, entry.get("scores_before"))
+    ctx.root.reload()
+    entry["undone"] = True
+    entry["undone_at"] = now_iso()
+    snap = dict(entry["snapshot_before"])
+    if ctx.audit_key in ctx.root.list_runs():
+        from .state import _run_timestamp
+
+        ctx.run_info = ctx.root.get_run_info(ctx.audit_key)
+        snap["run_timestamp"] = _run_timestamp(ctx)
+    snap["version"] = (state.get("snapshot") or {}).get("version", 0) + 1
+    state["snapshot"] = snap
+    state["rounds"] = [r for r in state["rounds"] if r.get("history_id") != entry["id"]]
+    if len(state["rounds"]) == 1 and not live[:-1]:
+        state["rounds"] = []  # only the baseline is left
+    forget_results(ctx)
+    save_state(ctx, state)
+    return {k: entry[k] for k in ("id", "user", "timestamp", "applied", "changes")}

@@ -1,0 +1,263 @@
+"""Review workflow SDK on real datasets: suspects -> decide -> apply -> undo, rounds,
+export, and bad input (each a test)."""
+
+import csv
+
+import numpy as np
+import pytest
+
+import label_audit as la
+from review_fixtures import raw_docs, schema, scored_digits
+
+
+@pytest.fixture(scope="module")
+def base(digits_dir):
+    ds = scored_digits(digits_dir)
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture
+def scored(base):
+    ds = base.clone()
+    yield ds
+    ds.delete()
+
+
+# --- science (no FiftyOne) -----------------------------------------------------
+
+
+def test_probe_confusion_auc_and_plateau():
+    from label_audit.review.probe import (auc_plateaued, cross_validated_auc,
+                                          false_positives, most_confused_pairs,
+                                          probe_confusion)
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X, y = d.data[:400].astype(np.float32), d.target[:400]
+    out = probe_confusion(X, y, 10, max_dim=16)
+    m = out["matrix"]
+    assert m.shape == (10, 10) and m.sum() == out["n_test"] == 100 and out["accuracy"] > 0.85
+    np.testing.assert_array_equal(false_positives(m), m.sum(0) - np.diag(m))
+    noisy = y.copy()
+    noisy[y == 3] = np.where(np.arange((y == 3).sum()) % 3 == 0, 8, 3)  # a third of 3s -> 8
+    pairs = most_confused_pairs(probe_confusion(X, noisy, 10)["matrix"], [str(i) for i in range(10)])
+    assert {pairs[0]["a"], pairs[0]["b"]} == {"3", "8"}
+    clean = cross_validated_auc(X, y, 10, class_of_interest=3)
+    dirty = cross_validated_auc(X, noisy, 10, class_of_interest=3)
+    assert clean["macro"] > dirty["macro"] and clean["class_of_interest"] > dirty["class_of_interest"]
+    assert not auc_plateaued([0.90, 0.95]) and auc_plateaued([0.90, 0.95, 0.9501])
+
+
+# --- the round trip ------------------------------------------------------------
+
+
+def test_round_trip_decide_apply_undo_restores_every_field(scored):
+    ds = scored
+    report = la.find_confused_classes(ds)
+    assert report.class_of_interest in report.false_positives and report.pairs
+    top = la.suspects(ds, n=8)
+    assert len(top) == 8
+    scores = top.values("audit_label_issue_score")
+    assert scores == sorted(scores, reverse=True)
+    ids = top.values("id")
+    assert la.suspects(ds, n=3, bottom=True).values("audit_label_issue_score")[0] <= min(scores)
+    in_class = la.suspects(ds, classes=[report.class_of_interest], score="importance", n=None)
+    assert set(in_class.values("ground_truth.label")) == {report.class_of_interest}
+
+    la.tag_decisions(ds.select(ids[:3]), "accept")
+    la.tag_decisions(ds.select(ids[3:5]), "relabel", label="3")
+    la.tag_decisions(ds.select(ids[5:7]), "delete")
+    la.tag_decisions(ds.select(ids[7:]), "ok")
+    tags = ds.count_sample_tags()
+    assert sum(tags.values()) == 8 and tags["audit:delete"] == 2 and tags["audit:ok"] >= 1
+    # reviewed rows leave the suspects view
+    assert not set(ids) & set(la.suspects(ds, n=50).values("id"))
+
+    before, before_schema = raw_docs(ds), schema(ds)
+    given = dict(zip(ids, ds.select(ids, ordered=True).values("ground_truth.label")))
+    target = dict(zip(ids, ds.select(ids, ordered=True).values("audit_decision_label")))
+    rep = la.apply_decisions(ds, user="tester")
+    assert rep.num_applied == 8 and not rep.stale
+    view = ds.select(ids, ordered=True)
+    for sid, lab, orig, excl in zip(ids, *view.values(
+            ["ground_truth.label", "audit_original_label", "audit_excluded"])):
+        if target[sid] is not None:
+            assert lab == target[sid] and orig == given[sid]
+        else:
+            assert lab == given[sid]
+        assert bool(excl) == (sid in ids[5:7])
+    hist = ds.load_run_results("audit_review", cache=False).history
+    assert hist[-1]["user"] == "tester" and len(hist[-1]["changes"]) == 8
+    assert ds.count_values("audit_applied")[None] == 192
+
+    undone = la.undo_decisions(ds)
+    assert undone["id"] == rep.history_id
+    assert raw_docs(ds) == before
+    assert schema(ds) == before_schema
+
+
+def test_apply_twice_is_idempotent(scored):
+    ds = scored
+    ids = la.suspects(ds, n=4).values("id")
+    la.tag_decisions(ds.select(ids), "relabel", label="0")
+    first = la.apply_decisions(ds, rescore="none", record_round=False)
+    assert first.num_applied == 4
+    state = raw_docs(ds)
+    second = la.apply_decisions(ds, rescore="none", record_round=False)
+    assert second.num_applied == 0 and "Nothing to apply" in second.summary()
+    assert raw_docs(ds) == state
+    assert len(ds.load_run_results("audit_review", cache=False).history) == 1
+
+
+def test_incremental_rescore_rounds_and_plateau(scored):
+    ds = scored
+    flipped = ds.match({"flipped": True})
+    ids = flipped.values("id")
+    la.tag_decisions(ds.select(ids[:10]), "accept")
+    r1 = la.apply_decisions(ds)  # no scores in memory yet: full re-score
+    assert r1.rescore == "full"
+    la.tag_decisions(ds.select(ids[10:]), "accept")
+    r2 = la.apply_decisions(ds)
+    assert r2.rescore == "incremental"
+    rounds = la.cleaning_rounds(ds)
+    assert [r["round"] for r in rounds.rounds] == [0, 1, 2]
+    assert rounds.rounds[0]["reviewed"] == 0 and rounds.rounds[2]["reviewed"] == len(ids) - 10
+    assert rounds.rounds[2]["auc_macro"] > rounds.rounds[0]["auc_macro"]
+    assert 0 <= rounds.rounds[1]["fix_rate"] <= 1
+    assert isinstance(rounds.plateaued, bool) and "round" in rounds.summary()
+    # the scores were rewritten for the new labels
+    r = ds.select(ids[10:]).values("audit_self_confidence")
+    assert all(s is not None for s in r)
+
+
+def test_export_cleanset_csv_exclude_list_and_clone(scored, tmp_path):
+    ds = scored
+    ids = la.suspects(ds, n=4).values("id")
+    la.tag_decisions(ds.select(ids[:2]), "relabel", label="1")
+    la.tag_decisions(ds.select(ids[2:]), "delete")
+    la.apply_decisions(ds, rescore="none", record_round=False)
+    name = "cleanset-%s" % ds.name
+    out = la.export_cleanset(ds, tmp_path, clone_name=name)
+    rows = list(csv.DictReader(open(out.csv_path)))
+    assert len(rows) == 200 and out.num_excluded == 2
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[ids[0]]["final_label"] == "1" and by_id[ids[0]]["decision"] == "relabel"
+    assert by_id[ids[2]]["final_label"] == "" and by_id[ids[2]]["excluded"] == "True"
+    lines = open(out.exclude_path).read().splitlines()
+    assert sorted(lines) == sorted(ds.select(ids[2:]).values("filepath"))
+    assert len(out.dataset) == 198 and not set(ids[2:]) & set(out.dataset.values("id"))
+    out.dataset.delete()
+    with pytest.raises(ValueError, match="overwrite"):
+        la.export_cleanset(ds, tmp_path)
+
+
+# --- bad input -----------------------------------------------------------------
+
+
+def test_decisions_on_samples_without_label(scored):
+    ds = scored
+    ids = ds.take(3, seed=0).values("id")
+    ds.select(ids[:2]).set_field("ground_truth", None).save()
+    with pytest.raises(ValueError, match="no label in 'ground_truth'"):
+        la.tag_decisions(ds.select(ids[:2]), "relabel", label="1")
+    rep = la.tag_decisions(ds.select(ids), "ok")
+    assert rep.num_tagged == 1 and set(rep.skipped) == set(ids[:2])
+    assert "skipped 2" in rep.summary()
+    # deleting a sample without a label is fine
+    assert la.tag_decisions(ds.select(ids[:1]), "delete").num_tagged == 1
+
+
+def test_relabel_to_unknown_class_refused(scored):
+    ds = scored
+    before = raw_docs(ds)
+    with pytest.raises(ValueError, match="not one of the classes of 'ground_truth'"):
+        la.tag_decisions(ds.limit(2), "relabel", label="eleven")
+    with pytest.raises(ValueError, match="Unknown decision"):
+        la.tag_decisions(ds.limit(2), "maybe")
+    assert raw_docs(ds) == before
+
+
+def test_undo_with_nothing_to_undo(scored):
+    with pytest.raises(ValueError, match="Nothing to undo"):
+        la.undo_decisions(scored)
+    ids = la.suspects(scored, n=2).values("id")
+    la.tag_decisions(scored.select(ids), "ok")
+    la.apply_decisions(scored, rescore="none", record_round=False)
+    la.undo_decisions(scored)
+    with pytest.raises(ValueError, match="Nothing to undo"):
+        la.undo_decisions(scored)
+
+
+def test_stale_scores_detected_and_reported(scored):
+    from label_audit.review.apply import StaleScoresError
+
+    ds = scored
+    ids = la.suspects(ds, n=4).values("id")  # the scored labels are recorded here
+    la.tag_decisions(ds.select(ids), "ok")
+    edited = ds[ids[0]]
+    edited.ground_truth.label = "9" if edited.ground_truth.label != "9" else "8"
+    edited.save()
+    before = raw_docs(ds)
+    with pytest.raises(StaleScoresError, match="1 of the 4 samples .* edited after"):
+        la.apply_decisions(ds)
+    assert raw_docs(ds) == before
+    rep = la.apply_decisions(ds, on_stale="skip", rescore="none", record_round=False)
+    assert rep.num_applied == 3 and list(rep.stale) == [ids[0]]
+    assert "1 stale" in rep.summary()
+
+
+def test_hard_delete_refused_while_a_saved_view_references_it(scored):
+    ds = scored
+    ids = la.suspects(ds, n=3).values("id")
+    ds.save_view("picked", ds.select(ids[:1]))
+    la.tag_decisions(ds.select(ids), "delete")
+    before = raw_docs(ds)
+    with pytest.raises(ValueError, match="saved view.*'picked'.*Nothing was changed"):
+        la.apply_decisions(ds, confirm_delete=True)
+    assert raw_docs(ds) == before and len(ds.load_saved_view("picked")) == 1
+    ds.delete_saved_view("picked")
+    rep = la.apply_decisions(ds, confirm_delete=True, rescore="none", record_round=False)
+    assert sorted(rep.hard_deleted) == sorted(ids) and len(ds) == 197
+    la.undo_decisions(ds)
+    assert raw_docs(ds) == before and len(ds) == 200
+
+
+def test_objects_decided_through_labels_and_patches(digits_dir):
+    import fiftyone as fo
+    from label_audit.demo import inject_noise
+    from sklearn.datasets import load_digits
+
+    _, filepaths, targets = digits_dir
+    X = load_digits().data[:160].astype(np.float32)
+    noisy, _ = inject_noise(targets[:160], 0.1, 10, random_state=0)
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=filepaths[i], objects=fo.Detections(detections=[
+        fo.Detection(label=str(noisy[2 * i + j]), bounding_box=[0.5 * j, 0, 0.5, 1],
+                     embeddings=X[2 * i + j]) for j in range(2)])) for i in range(80)],
+        progress=False)
+    try:
+        la.compute_label_quality(ds, "objects", progress=False)
+        patches = la.suspects(ds, n=6)
+        assert patches._is_patches and len(patches) == 6
+        lids = patches.values("objects.id")
+        # decide on selected labels (as the App passes them) and on a patches view
+        selected = [dict(label_id=lid, sample_id=sid, field="objects") for lid, sid in
+                    zip(lids[:2], patches.values("sample_id")[:2])]
+        rep = la.tag_decisions(ds.select_labels(labels=selected), "relabel", label="7")
+        assert rep.num_tagged == 2
+        la.tag_decisions(patches.select(patches.values("id")[2:4]), "delete")
+        la.tag_decisions(patches.select(patches.values("id")[4:]), "accept")
+        tags = ds.count_label_tags("objects")
+        assert tags.get("audit:delete") == 2 and sum(tags.values()) == 6
+        before, before_schema = raw_docs(ds), schema(ds)
+        rep = la.apply_decisions(ds, confirm_delete=True)
+        assert rep.num_applied == 6 and len(rep.hard_deleted) == 2
+        labels = dict(zip(*ds.values(["objects.detections.id", "objects.detections.label"],
+                                     unwind=True)))
+        assert labels[lids[0]] == "7" and labels[lids[1]] == "7"
+        assert lids[2] not in labels and len(labels) == 158
+        la.undo_decisions(ds)
+        assert raw_docs(ds) == before and schema(ds) == before_schema
+    finally:
+        ds.delete()
