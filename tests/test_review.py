@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import label_audit as la
-from review_fixtures import raw_docs, schema, scored_digits
+from test_review_helpers import raw_docs, schema, scored_digits
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +236,7 @@ def test_objects_decided_through_labels_and_patches(digits_dir):
         fo.Detection(label=str(noisy[2 * i + j]), bounding_box=[0.5 * j, 0, 0.5, 1],
                      embeddings=X[2 * i + j]) for j in range(2)])) for i in range(80)],
         progress=False)
+    ds.add_sample_field("objects.detections.embeddings", fo.VectorField)
     try:
         la.compute_label_quality(ds, "objects", progress=False)
         patches = la.suspects(ds, n=6)

@@ -52,6 +52,8 @@ def _targets(ctx):
     """The selected labels, else the selected samples (or patches), else the view."""
     if ctx.selected_labels:
         return ctx.view.select_labels(labels=ctx.selected_labels)
+    if ctx.selected:
+        return ctx.view.select(ctx.selected)
     return ctx.target_view()
 
 

@@ -230,21 +230,21 @@ def _score_columns(result, classes):
     return cols
 
 
-def _rescore_incremental(ctx, state, entry):
+def _rescore_incremental(ctx, state, entry, refit=True):
     """Returns seconds, or None when the change can't be done incrementally."""
     from ..scoring import update_label_issues
 
+    t0 = time.perf_counter()
     res = entry["result"]
     ids, sids = entry["ids"], entry["sample_ids"]
     classes = list(res.classes)
     index = {c: i for i, c in enumerate(classes)}
     excl = ctx.fields["excluded"]
     vals = ctx.read(ids, sids, ["label", excl, ctx.embeddings_field])
-    exists = ctx.exists(ids, sids)
     labels = res.labels.copy()
     removed = np.zeros(len(ids), bool)
-    for i, (lab, ex, ok) in enumerate(zip(vals["label"], vals[excl], exists)):
-        if not ok or ex or lab is None:
+    for i, (lab, ex) in enumerate(zip(vals["label"], vals[excl])):
+        if ex or lab is None:  # excluded, deleted, or label removed
             removed[i] = True
         elif lab not in index:
             return None  # a class the run did not score: needs a full re-score
@@ -258,13 +258,12 @@ def _rescore_incremental(ctx, state, entry):
     X = np.zeros((len(ids), len(embs[keep[0]])), np.float32)
     for i in keep:
         X[i] = embs[i]
-    t0 = time.perf_counter()
-    new = update_label_issues(res, X, labels, changed=changed, removed=removed)
-    seconds = time.perf_counter() - t0
+    new = update_label_issues(res, X, labels, changed=changed, removed=removed, refit=refit)
     kept_ids = [ids[i] for i in keep]
     kept_sids = [sids[i] for i in keep]
     cols = _score_columns(new, classes)
     ctx.write({ctx.score_fields[n]: c for n, c in cols.items()}, kept_ids, kept_sids)
+    seconds = time.perf_counter() - t0  # read + update + write, like the full path
     rescored(ctx, state, kept_ids, [classes[int(y)] for y in new.labels])
     remember_results(ctx, state, kept_ids, kept_sids, new)
     return seconds
@@ -331,7 +330,8 @@ def _pending(ctx, ids, sids, vals, confirm_delete):
 
 def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete=False,
                     rescore="incremental", on_stale="raise", user=None, results=None,
-                    class_of_interest=None, record_round=True, progress_callback=None):
+                    class_of_interest=None, record_round=True, refit=True,
+                    progress_callback=None):
     """Applies the decisions tagged on the rows of ``samples``.
 
     Args:
@@ -352,6 +352,9 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
         class_of_interest (None): for the round's AUC (default: the last
             :func:`find_confused_classes` answer)
         record_round (True): measure the K-fold AUC and record a round
+        refit (True): for "incremental": warm-start refit of the fold models
+            (False: keep the old model probabilities, only neighbour votes,
+            leverage and fusion are updated: several times faster, less exact)
         progress_callback (None): called with ``(fraction, label)``
 
     Returns:
@@ -488,7 +491,7 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
             else:
                 entry = cached_results(ctx, state)
         if entry is not None:
-            seconds = _rescore_incremental(ctx, state, entry)
+            seconds = _rescore_incremental(ctx, state, entry, refit=refit)
             rescore_used = "incremental"
         if seconds is None:
             seconds = _rescore_full(ctx, state)

@@ -28,6 +28,8 @@ from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 
+from .probabilities import eigh_single_thread
+
 __all__ = ["class_conditional_leverage", "logistic_sensitivity", "select_for_review"]
 
 
@@ -75,7 +77,7 @@ def class_conditional_leverage(
         mu = Xc.mean(axis=0, dtype=np.float64).astype(np.float32)
         Xc = Xc - mu
         cov = (Xc.T @ Xc).astype(np.float64)
-        evals, evecs = np.linalg.eigh(cov)
+        evals, evecs = eigh_single_thread(cov)
         evals = evals[::-1]
         evecs = evecs[:, ::-1]
         pos = evals > evals[0] * 1e-7 if evals[0] > 0 else np.zeros_like(evals, bool)

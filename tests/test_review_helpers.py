@@ -1,5 +1,6 @@
-"""Shared data for the review tests: real digits, pixel features as embeddings
-(64-d, no model needed), scored once per module and cloned per test."""
+"""Helpers (no tests) shared by the review tests: real digits with pixel
+features as embeddings (64-d, no model needed), scored once per module and
+cloned per test."""
 
 import numpy as np
 
