@@ -31,6 +31,7 @@ _LAZY = {
     "undo_decisions": ("review.apply", "undo_decisions"),
     "cleaning_rounds": ("review.rounds", "cleaning_rounds"),
     "export_cleanset": ("review.export", "export_cleanset"),
+    "visualize": ("visualize", "visualize"),
 }
 
 __all__ = sorted(_LAZY) + ["register"]

@@ -13,7 +13,8 @@ PLUGIN = "@label-audit/label-audit"
 
 def _declared_operators():
     with open(REPO / "fiftyone.yml") as f:
-        return yaml.safe_load(f)["operators"]
+        meta = yaml.safe_load(f)
+    return meta["operators"] + meta.get("panels", [])
 
 
 def test_package_imports_from_installed_distribution():
@@ -129,3 +130,44 @@ def test_compute_label_quality_operator_refuses_missing_field(embedded_digits):
             PLUGIN + "/compute_label_quality",
             ctx=dict(dataset=embedded_digits, params=dict(label_field="no_such_field")),
         )
+
+
+def test_visualize_operator_pca(embedded_digits):
+    import fiftyone.operators as foo
+
+    ds = embedded_digits
+    result = foo.execute_operator(
+        PLUGIN + "/visualize",
+        ctx=dict(dataset=ds, params=dict(method="pca", brain_key="map_pca")),
+    )
+    assert result.error is None, result.error
+    assert "map_pca" in ds.list_brain_runs()
+    points = ds.load_brain_results("map_pca").points
+    assert points.shape == (300, 2) and np.isfinite(points).all()
+
+
+def test_visualize_refuses_missing_embeddings(embedded_digits):
+    import label_audit as la
+
+    with pytest.raises(ValueError, match="compute_embeddings"):
+        la.visualize(embedded_digits, embeddings_field="nope", method="pca")
+    with pytest.raises(ValueError, match="method"):
+        la.visualize(embedded_digits, method="tsnee")
+
+
+def test_panel_data_after_scoring_and_a_round(embedded_digits):
+    import label_audit as la
+    from label_audit.operators.panel import panel_data
+
+    ds = embedded_digits
+    empty = panel_data(ds)
+    assert empty["n_rounds"] == 0 and empty["histogram"] == []
+    la.compute_label_quality(ds, "ground_truth", progress=False)
+    top = la.suspects(ds, n=5)
+    la.tag_decisions(top, "accept")
+    la.apply_decisions(ds, rescore="none")
+    data = panel_data(ds)
+    assert data["n_rounds"] >= 1
+    assert sum(data["histogram"][0]["y"]) == 300
+    assert len(data["auc"][0]["y"]) == data["n_rounds"]
+    assert all(0.5 <= y <= 1.0 for y in data["auc"][0]["y"])

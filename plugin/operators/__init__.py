@@ -2,6 +2,9 @@
 
 from .embeddings import ComputeEmbeddings
 from .quality import ComputeLabelQuality
+from .panel import LabelAuditPanel
 from .review import REVIEW_OPERATORS
+from .visualize import VisualizeEmbeddings
 
-OPERATORS = [ComputeEmbeddings, ComputeLabelQuality] + REVIEW_OPERATORS
+OPERATORS = [ComputeEmbeddings, ComputeLabelQuality] + REVIEW_OPERATORS + [
+    VisualizeEmbeddings, LabelAuditPanel]
