@@ -190,3 +190,31 @@ def test_fusion_helpers():
     assert amb.tolist() == [True, False]
     s = np.r_[np.zeros(99), 10.0]
     assert outlier_flags(s + np.random.default_rng(0).normal(0, 0.01, 100)).tolist()[-1] is True
+
+
+def test_choose_knn_weight_prefers_the_better_predictor():
+    from label_audit.scoring.fusion import choose_knn_weight
+
+    rng = np.random.RandomState(0)
+    n, K = 500, 5
+    y = rng.randint(K, size=n)
+    good = np.full((n, K), 0.05)
+    good[np.arange(n), y] = 0.8
+    noise = rng.dirichlet(np.ones(K), size=n)
+    assert choose_knn_weight(y, good, noise) == 0.0
+    assert choose_knn_weight(y, noise, good) == 0.8
+    mid = choose_knn_weight(y, 0.5 * good + 0.5 * noise, good)
+    assert 0.0 < mid <= 0.8
+
+
+def test_knn_weight_auto_records_the_weight_used():
+    from sklearn.datasets import load_digits
+
+    from label_audit.scoring import score_label_issues
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:400].astype(np.float32), y[:400]
+    r = score_label_issues(y, features=X, knn_weight="auto", n_folds=3)
+    assert 0.0 <= r.params["knn_weight_used"] <= 0.8
+    r5 = score_label_issues(y, features=X, n_folds=3)
+    assert r5.params["knn_weight_used"] == 0.5

@@ -15,6 +15,7 @@ from .confident_learning import (
 )
 from .fusion import (
     ambiguity_flags,
+    choose_knn_weight,
     flag_label_issues,
     fuse_probabilities,
     label_issue_scores,
@@ -141,7 +142,11 @@ def _finish(
         agree = np.full(n, np.nan, np.float32)
         osc = np.full(n, np.nan, np.float32)
         is_out = np.zeros(n, bool)
-    q = fuse_probabilities(P, pk, knn_weight=params["knn_weight"])
+    w = params["knn_weight"]
+    if pk is not None and w == "auto":
+        w = choose_knn_weight(labels, P, pk)
+    params = dict(params, knn_weight_used=w if pk is not None else 0.0)
+    q = fuse_probabilities(P, pk, knn_weight=0.0 if w == "auto" else w)
     score = label_issue_scores(labels, q)
     amb = ambiguity_flags(labels, q, ambiguity_margin=params["ambiguity_margin"])
     flags = flag_label_issues(labels, q, filter_by=params["filter_by"], exclude=amb)
@@ -190,7 +195,7 @@ def score_label_issues(
     k: int = 10,
     random_state=0,
     C: float = 0.1,
-    knn_weight: float = 0.5,
+    knn_weight=0.5,
     knn_method: str = "auto",
     max_dim: int = 256,
     filter_by: str = "prune_by_noise_rate",
@@ -216,7 +221,12 @@ def score_label_issues(
     random_state : int, default 0 (folds, PCA subsample, approximate kNN).
     C : float, default 0.1; inverse L2 strength of the logistic regression (sklearn convention,
         z-scored features).  Stronger than sklearn's default because labels are noisy.
-    knn_weight : float in [0, 1], default 0.5; weight of the kNN vote in the fused probabilities.
+    knn_weight : float in [0, 1] or "auto", default 0.5; weight of the kNN vote in the fused
+        probabilities.  "auto" picks it per dataset, label-free, by held-out likelihood of the
+        given labels (:func:`~.fusion.choose_knn_weight`); measured on the public benchmarks it
+        helps where neighbours are poor (synthetic instance noise AUPRC 0.686 -> 0.778) and
+        hurts where they are good (digits instance 0.954 -> 0.923), so 0.5 stays the default.
+        The weight used is in ``result.params["knn_weight_used"]``.
     knn_method : {'auto', 'exact', 'approx', 'pynndescent'} (see :func:`knn_search`; 'auto' = exact up
         to 30k rows, else the IVF index).   max_dim : PCA size for d > max_dim.
     filter_by : cleanlab filter mode used on the fused probabilities for ``is_label_issue``.
@@ -241,6 +251,9 @@ def score_label_issues(
     n = labels.shape[0]
     if classes is None:
         classes = [str(c) for c in range(K)]
+    if not (knn_weight == "auto" or (isinstance(knn_weight, (int, float))
+                                     and 0.0 <= float(knn_weight) <= 1.0)):
+        raise ValueError(f"knn_weight must be a float in [0, 1] or 'auto'; got {knn_weight!r}.")
     params = dict(
         n_folds=n_folds, k=k, random_state=random_state, C=C, knn_weight=knn_weight, knn_method=knn_method,
         max_dim=max_dim, filter_by=filter_by, ambiguity_margin=ambiguity_margin, outlier_z=outlier_z,

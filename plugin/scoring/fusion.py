@@ -51,6 +51,40 @@ def fuse_probabilities(model_probs: np.ndarray, knn_probs: Optional[np.ndarray],
     return q
 
 
+def choose_knn_weight(labels: np.ndarray, model_probs: np.ndarray, knn_probs: np.ndarray, *,
+                      grid=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)) -> float:
+    """Label-free choice of the kNN weight: stacking by held-out likelihood.
+
+    Both inputs are out-of-sample predictions of the given labels (out-of-fold
+    model probabilities; leave-one-out neighbour votes), so the mixture weight
+    that maximises the mean log-likelihood of the *given* labels,
+    ``w* = argmax_w mean_i log q_w[i, y_i]`` with ``q_w = (1 - w) p_model + w p_knn``,
+    is a held-out (stacking) estimate of how much to trust the neighbours on
+    this data, needing no clean labels. Label noise is a minority, so the
+    predictor that better explains the given labels also better explains the
+    true ones. Ties go to the smaller weight (the grid is scanned in order).
+
+    Parameters
+    ----------
+    labels : int array (N,).  model_probs, knn_probs : float arrays (N, K).
+    grid : candidate weights in [0, 1].
+
+    Returns
+    -------
+    float : the chosen weight.
+    """
+    labels = np.asarray(labels)
+    rows = np.arange(labels.shape[0])
+    pm = np.asarray(model_probs, dtype=np.float64)[rows, labels]
+    pk = np.asarray(knn_probs, dtype=np.float64)[rows, labels]
+    best_w, best_ll = None, -np.inf
+    for w in grid:
+        ll = float(np.mean(np.log(np.clip((1.0 - w) * pm + w * pk, 1e-12, None))))
+        if ll > best_ll + 1e-9:
+            best_w, best_ll = float(w), ll
+    return best_w
+
+
 def _top2(q: np.ndarray):
     part = np.argpartition(-q, 1, axis=1)[:, :2]
     v = np.take_along_axis(q, part, axis=1)
