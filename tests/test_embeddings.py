@@ -294,3 +294,23 @@ def test_failure_midway_leaves_existing_embeddings_untouched(digits_dataset):
     after = np.stack(view.values("embeddings"))
     np.testing.assert_array_equal(before, after)
     assert digits_dataset.get_run_info("embeddings").config.model == MODEL
+
+
+def test_zoo_names_resolve_and_fiftyone_models_run_through_fiftyone(digits_dataset, lite0):
+    """The zoo path's mechanics: names resolve, FiftyOne Model objects are delegated."""
+    import fiftyone.utils.torch as fout
+
+    from label_audit.embeddings.compute import _zoo_model
+
+    assert _zoo_model("resnet50") is None  # torchvision wins
+    assert _zoo_model("efficientnet-lite0") is None
+    assert _zoo_model("clip-vit-base32-torch") == "clip-vit-base32-torch"
+    assert _zoo_model("no-such-model") is None
+    fo_model = fout.TorchImageModel(fout.TorchImageModelConfig(
+        {"model": lite0.module, "transforms": lite0.transform, "as_feature_extractor": True,
+         "device": "cpu"}))
+    view = digits_dataset.limit(4)
+    r = la.compute_embeddings(view, model=fo_model, embeddings_field="fo_emb", progress=False)
+    assert r.num_embedded == 4
+    ours = la.compute_embeddings(view, model=MODEL, embeddings_field=None, progress=False)
+    assert _cos(np.stack(view.values("fo_emb")), ours.embeddings).min() > 0.9999

@@ -258,8 +258,9 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
         model ("resnet50"): a torchvision classification model name (pretrained
             weights, penultimate layer: ResNet-50 gives 2048-d),
             ``"efficientnet-lite0"`` (offline extra), a FiftyOne zoo model
-            name that exposes embeddings, or a ``torch.nn.Module`` (with
-            ``transform``)
+            name that exposes embeddings or a ``fiftyone.core.models.Model``
+            (both run through FiftyOne's own ``compute_embeddings``), or a
+            ``torch.nn.Module`` (with ``transform``)
         embeddings_field ("embeddings"): the sample field (image mode) or
             label attribute (patch mode) to store vectors in; None to return
             them in the report instead
@@ -295,9 +296,10 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
 
     _check_collection(samples)
     zoo = _zoo_model(model)
-    if zoo is not None:
-        return _compute_with_zoo_model(samples, zoo, embeddings_field, patches_field,
-                                       batch_size, num_workers, skip_failures, progress)
+    if zoo is not None or _is_fiftyone_model(model):
+        return _compute_with_fiftyone_model(samples, zoo or model, embeddings_field,
+                                            patches_field, batch_size, num_workers,
+                                            skip_failures, progress)
 
     sample_ids, filepaths = samples.values(["id", "filepath"])
     patches, row_ids, skipped = None, list(sample_ids), 0
@@ -394,23 +396,39 @@ def _write_embeddings(samples, embeddings_field, patches_field, patches, sample_
     samples.set_label_values(path, values)
 
 
-def _compute_with_zoo_model(samples, name, embeddings_field, patches_field, batch_size,
-                            num_workers, skip_failures, progress):
-    """Delegates to FiftyOne's own embedding code for zoo models."""
+def _is_fiftyone_model(model):
+    try:
+        import fiftyone.core.models as fom
+    except ImportError:
+        return False
+    return isinstance(model, fom.Model)
+
+
+def _compute_with_fiftyone_model(samples, model, embeddings_field, patches_field,
+                                 batch_size, num_workers, skip_failures, progress):
+    """Delegates to FiftyOne's own embedding code for zoo names and FiftyOne models.
+
+    ``model`` is a FiftyOne zoo model name (loaded with ``foz.load_zoo_model``,
+    which downloads its weights on first use) or a ``fiftyone.core.models.Model``
+    that exposes embeddings.
+    """
     import fiftyone.zoo as foz
 
-    zoo_model = foz.load_zoo_model(name)
-    if not getattr(zoo_model, "has_embeddings", False):
-        raise ValueError("Zoo model %r does not expose embeddings" % name)
+    name = model if isinstance(model, str) else type(model).__name__
+    fo_model = foz.load_zoo_model(model) if isinstance(model, str) else model
+    if not getattr(fo_model, "has_embeddings", False):
+        raise ValueError("Model %r does not expose embeddings: pick a zoo model with "
+                         "embeddings (foz.list_zoo_models(tags='embeddings'))" % name)
     kwargs = dict(batch_size=batch_size, num_workers=num_workers,
                   skip_failures=skip_failures, progress=progress)
     if patches_field is None:
-        out = samples.compute_embeddings(zoo_model, embeddings_field=embeddings_field, **kwargs)
+        out = samples.compute_embeddings(fo_model, embeddings_field=embeddings_field, **kwargs)
+        n = len(samples)
     else:
-        out = samples.compute_patch_embeddings(zoo_model, patches_field,
+        _, list_field = _patch_field_info(samples, patches_field)
+        out = samples.compute_patch_embeddings(fo_model, patches_field,
                                                embeddings_field=embeddings_field, **kwargs)
-    n = len(samples) if patches_field is None else samples.count(
-        "%s.%s" % (patches_field, _patch_field_info(samples, patches_field)[1]))
+        n = samples.count("%s.%s" % (patches_field, list_field))
     report = EmbeddingsReport(n, [], -1, name)
     if embeddings_field is None:
         report.embeddings = out
