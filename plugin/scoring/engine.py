@@ -150,6 +150,8 @@ def _finish(
     score = label_issue_scores(labels, q)
     amb = ambiguity_flags(labels, q, ambiguity_margin=params["ambiguity_margin"])
     flags = flag_label_issues(labels, q, filter_by=params["filter_by"], exclude=amb)
+    # and any label another class beats by at least flag_margin in fused probability
+    flags |= score > 0.5 + params.get("flag_margin", 0.3) / 2.0
     _, nmat, _, cj = estimate_py_and_noise_matrices_from_probabilities(labels, q)
     if leverage is not None:
         importance = logistic_sensitivity(leverage, losses)
@@ -200,6 +202,7 @@ def score_label_issues(
     max_dim: int = 256,
     filter_by: str = "prune_by_noise_rate",
     ambiguity_margin: float = 0.2,
+    flag_margin: float = 0.3,
     outlier_z: float = 3.5,
     compute_importance: bool = True,
     folds: Optional[np.ndarray] = None,
@@ -230,6 +233,11 @@ def score_label_issues(
     knn_method : {'auto', 'exact', 'approx', 'pynndescent'} (see :func:`knn_search`; 'auto' = exact up
         to 30k rows, else the IVF index).   max_dim : PCA size for d > max_dim.
     filter_by : cleanlab filter mode used on the fused probabilities for ``is_label_issue``.
+    flag_margin : float, default 0.3.  ``is_label_issue`` is cleanlab's ``filter_by`` rule on the
+        fused probabilities (ambiguous samples excluded) OR another class beating the given label
+        by at least ``flag_margin`` in fused probability (``label_issue_score > 0.5 + flag_margin/2``).
+        Tuned on the public benchmarks only (README): it raised flag F1 on instance noise
+        (digits 0.605 -> 0.808) and uniform noise (0.894 -> 0.947) without hurting pair noise.
     ambiguity_margin : float, default 0.2.   outlier_z : float, default 3.5 (robust z).
     compute_importance : bool, default True.
     folds : int array (N,), optional fixed fold assignment (reproducible recomputes).
@@ -256,7 +264,7 @@ def score_label_issues(
         raise ValueError(f"knn_weight must be a float in [0, 1] or 'auto'; got {knn_weight!r}.")
     params = dict(
         n_folds=n_folds, k=k, random_state=random_state, C=C, knn_weight=knn_weight, knn_method=knn_method,
-        max_dim=max_dim, filter_by=filter_by, ambiguity_margin=ambiguity_margin, outlier_z=outlier_z,
+        max_dim=max_dim, filter_by=filter_by, ambiguity_margin=ambiguity_margin, flag_margin=flag_margin, outlier_z=outlier_z,
         compute_importance=compute_importance,
     )
     X = None
