@@ -17,7 +17,9 @@ field, on each label for a Detections/Polylines "patches" field):
 ``audit_normalized_margin``    cleanlab's normalized margin
 ``audit_knn_agreement``        fraction of the k neighbours with the same label
 ``audit_outlier_score``        mean cosine distance to the k neighbours
-``audit_is_label_issue``       flag (precision-oriented)
+``audit_is_label_issue``       flag: cleanlab's prune_by_noise_rate on the
+                               fused probabilities, or another class ahead
+                               of the given label by >= 0.3
 ``audit_is_outlier``           flag
 ``audit_is_ambiguous``         flag (top-2 classes nearly tied)
 ``audit_suggested_label``      most likely class name
