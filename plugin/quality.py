@@ -292,6 +292,8 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
         issue_counts={c: int(n) for c, n in zip(classes, counts)},
         noise_matrix=result.noise_matrix, confident_joint=result.confident_joint,
         skipped=dict(list(skipped.items())[:1000]),
+        # the label each row had when scored: lets the review detect stale scores
+        scored_labels={ids[r]: labels[r] for r in keep},
     )
     save_run(samples, audit_key, RUN_METHOD, config, results)
     report(1.0, "Done")

@@ -207,6 +207,22 @@ def test_stale_scores_detected_and_reported(scored):
     assert "1 stale" in rep.summary()
 
 
+def test_edit_right_after_scoring_is_detected_as_stale(scored):
+    """The label scored per row is recorded by compute_label_quality itself."""
+    from label_audit.review.apply import StaleScoresError
+
+    ds = scored
+    ids = ds.sort_by("audit_label_issue_score", reverse=True).limit(2).values("id")
+    edited = ds[ids[0]]  # edited before any review call
+    edited.ground_truth.label = "9" if edited.ground_truth.label != "9" else "8"
+    edited.save()
+    la.tag_decisions(ds.select(ids), "ok")
+    with pytest.raises(StaleScoresError, match="1 of the 2 samples"):
+        la.apply_decisions(ds)
+    rep = la.apply_decisions(ds, on_stale="skip", rescore="none", record_round=False)
+    assert rep.num_applied == 1 and list(rep.stale) == [ids[0]]
+
+
 def test_hard_delete_refused_while_a_saved_view_references_it(scored):
     ds = scored
     ids = la.suspects(ds, n=3).values("id")

@@ -72,6 +72,15 @@ def _run_timestamp(ctx):
     return t.isoformat() if t is not None else None
 
 
+def _scored_labels(ctx):
+    """``{row_id: label}`` recorded at scoring time in the run results, or None."""
+    try:
+        results = ctx.root.load_run_results(ctx.audit_key, cache=False)
+    except Exception:
+        return None
+    return getattr(results, "scored_labels", None)
+
+
 def snapshot(ctx, state):
     """Makes sure ``state['snapshot']`` describes the current scoring run
     (taking it now if needed; saved by the caller). Returns it."""
@@ -80,6 +89,14 @@ def snapshot(ctx, state):
     if snap and snap.get("run_timestamp") == ts:
         return snap
     ids, sids = ctx.scored_rows()
+    scored = _scored_labels(ctx)
+    if scored is not None:  # recorded by compute_label_quality: exact
+        version = (snap or {}).get("version", 0) + 1
+        state["snapshot"] = dict(run_timestamp=ts, version=version,
+                                 labels={rid: scored.get(rid) for rid in ids},
+                                 taken_at=now_iso())
+        return state["snapshot"]
+    # older runs without a record: trust rows not modified since the run
     labels = ctx.read(ids, sids, ["label"])["label"]
     modified = {}
     if ids:
