@@ -8,18 +8,18 @@ The writers are plain numpy + PIL; only :func:`digits_dataset` and
 :func:`images_dataset` import fiftyone.
 """
 
-import gzip
 import os
 from pathlib import Path
 
 import numpy as np
 
+from .benchmarks.datasets import (  # noqa: F401  (one reader for demo and benchmarks)
+    FASHION_MNIST_CLASSES,
+    fashion_mnist_available,
+    load_fashion_mnist_raw,
+)
+
 DIGITS_CLASSES = [str(i) for i in range(10)]
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = [
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
-]
 
 
 def _write_pngs(images, folder, prefix):
@@ -59,61 +59,20 @@ def write_digits_pngs(folder, size=32):
     return _write_pngs(images, folder, "digit"), digits.target.astype(np.int64)
 
 
-def fashion_mnist_available(root=FASHION_MNIST_DIR):
-    return _fashion_mnist_files(root) is not None
-
-
-def _fashion_mnist_files(root):
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    names = {p.name: p for p in root.rglob("*") if p.is_file()}
-    out = {}
-    for split, stem in (("train", "train"), ("test", "t10k")):
-        img = next((names[n] for n in names if n.startswith(stem + "-images")), None)
-        lab = next((names[n] for n in names if n.startswith(stem + "-labels")), None)
-        if img is None or lab is None:
-            return None
-        out[split] = (img, lab)
-    return out
-
-
-def _read_idx(path):
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def load_fashion_mnist(split="train", root=FASHION_MNIST_DIR):
-    """Loads Fashion-MNIST images ``(n, 28, 28) uint8`` and labels ``(n,)``.
+def write_fashion_mnist_pngs(folder, n=None, random_state=0):
+    """Writes (a seeded subsample of) the 70,000 Fashion-MNIST images as PNGs.
 
     Raises:
         FileNotFoundError: if Debian's ``dataset-fashion-mnist`` is not installed
-    """
-    files = _fashion_mnist_files(root)
-    if files is None:
-        raise FileNotFoundError(
-            "Fashion-MNIST not found under %s. Install it with "
-            "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)." % root
-        )
-    img, lab = files[split]
-    return _read_idx(img), _read_idx(lab).astype(np.int64)
-
-
-def write_fashion_mnist_pngs(folder, n=None, split="train", random_state=0):
-    """Writes (a seeded subsample of) Fashion-MNIST as PNGs.
 
     Returns:
         ``(filepaths, targets)``
     """
-    images, labels = load_fashion_mnist(split)
+    images, labels = load_fashion_mnist_raw()
     idx = np.arange(len(labels))
     if n is not None and n < len(idx):
         idx = np.sort(np.random.RandomState(random_state).choice(idx, n, replace=False))
-    paths = _write_pngs(images[idx], folder, "fmnist_%s" % split)
+    paths = _write_pngs(images[idx], folder, "fmnist")
     return paths, labels[idx]
 
 

@@ -63,14 +63,15 @@ class LabelAuditPanel(foo.Panel):
 
     def render(self, ctx):
         panel = types.Object()
-        panel.md("### Cleaning rounds\n\n```\n%s\n```" % (ctx.panel.state.summary or ""),
+        # plotly titles are not drawn in FiftyOne 1.22's panels: caption with markdown
+        panel.md("**Cleaning rounds**\n\n```\n%s\n```" % (ctx.panel.state.summary or ""),
                  name="summary_md")
         panel.btn("refresh", label="Refresh", on_click=self.on_refresh)
-        panel.plot("auc_plot", layout=dict(title="Cross-validated AUC per round",
-                                           xaxis=dict(title="round"), height=300))
-        panel.plot("fixed_plot", layout=dict(title="Reviewed and fixed per round",
-                                             barmode="group", xaxis=dict(title="round"),
-                                             height=300))
-        panel.plot("score_hist", layout=dict(title="label_issue_score histogram",
-                                             xaxis=dict(title="score"), height=300))
+        panel.md("**Cross-validated AUC per round**", name="auc_caption")
+        panel.plot("auc_plot", layout=dict(xaxis=dict(title="round"), height=260))
+        panel.md("**Reviewed and fixed per round**", name="fixed_caption")
+        panel.plot("fixed_plot", layout=dict(barmode="group", xaxis=dict(title="round"),
+                                             height=260))
+        panel.md("**label_issue_score histogram**", name="hist_caption")
+        panel.plot("score_hist", layout=dict(xaxis=dict(title="score"), height=260))
         return types.Property(panel, view=types.GridView(orientation="vertical"))
