@@ -79,7 +79,7 @@ def test_operator_rejects_bad_params(digits_dataset):
     import fiftyone.operators as foo
     from fiftyone.operators.executor import ExecutionError
 
-    with pytest.raises(Exception):
+    with pytest.raises(ExecutionError, match="model"):
         foo.execute_operator(
             PLUGIN + "/compute_embeddings",
             ctx=dict(view=digits_dataset.limit(2), params=dict(model="not-a-model")),
@@ -124,8 +124,9 @@ def test_compute_label_quality_operator(embedded_digits, delegated):
 
 def test_compute_label_quality_operator_refuses_missing_field(embedded_digits):
     import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionError
 
-    with pytest.raises(Exception):
+    with pytest.raises(ExecutionError, match="label_field"):
         foo.execute_operator(
             PLUGIN + "/compute_label_quality",
             ctx=dict(dataset=embedded_digits, params=dict(label_field="no_such_field")),

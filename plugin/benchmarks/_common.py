@@ -28,7 +28,7 @@ def limit_threads(threads):
     """threadpoolctl limit on BLAS/OpenMP pools (no-op if unavailable);
     yields the effective BLAS thread count (or ``threads`` if unknown)."""
     try:
-        from threadpoolctl import threadpool_info, threadpool_limits
+        from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
         yield threads
         return

@@ -24,8 +24,6 @@ import sys
 import time
 import traceback
 
-import numpy as np
-
 from . import _common
 from .datasets import DATASETS, load_dataset
 from .methods import METHODS, USES_OOF, Context, SkipMethod

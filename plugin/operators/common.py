@@ -1,5 +1,6 @@
 """Form helpers shared by label-audit's operators (thin FiftyOne glue)."""
 
+import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 
@@ -47,3 +48,10 @@ class Progress:
         if self.ctx.delegated:
             self.ctx.set_progress(progress=float(fraction), label=self.label)
 
+
+class DelegableOperator(foo.Operator):
+    """Base of the heavy operators: the form's 'Delegate execution?' choice
+    (see :func:`delegation_input`) decides whether a run is delegated."""
+
+    def resolve_delegation(self, ctx):
+        return wants_delegation(ctx)

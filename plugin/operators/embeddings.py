@@ -4,14 +4,14 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .common import (Progress, add_field_choice, delegation_input, label_fields,
-                     wants_delegation)
+from .common import (DelegableOperator, Progress, add_field_choice, delegation_input,
+                     label_fields)
 
 MODEL_CHOICES = ("resnet50", "efficientnet-lite0", "resnet18", "efficientnet_b0",
                  "convnext_tiny", "vit_b_16")
 
 
-class ComputeEmbeddings(foo.Operator):
+class ComputeEmbeddings(DelegableOperator):
     @property
     def config(self):
         return foo.OperatorConfig(
@@ -50,9 +50,6 @@ class ComputeEmbeddings(foo.Operator):
                    description="Optional: project to this many dimensions, e.g. 256")
         delegation_input(inputs, ctx, default=len(view) > 1000)
         return types.Property(inputs, view=types.View(label="Compute embeddings"))
-
-    def resolve_delegation(self, ctx):
-        return wants_delegation(ctx)
 
     def execute(self, ctx):
         import label_audit

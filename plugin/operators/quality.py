@@ -4,11 +4,11 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .common import (Progress, add_field_choice, delegation_input, label_fields,
-                     wants_delegation)
+from .common import (DelegableOperator, Progress, add_field_choice, delegation_input,
+                     label_fields)
 
 
-class ComputeLabelQuality(foo.Operator):
+class ComputeLabelQuality(DelegableOperator):
     @property
     def config(self):
         return foo.OperatorConfig(
@@ -44,9 +44,6 @@ class ComputeLabelQuality(foo.Operator):
         inputs.int("k", default=10, min=1, label="Neighbours (k)")
         delegation_input(inputs, ctx, default=len(view) > 5000)
         return types.Property(inputs, view=types.View(label="Compute label quality"))
-
-    def resolve_delegation(self, ctx):
-        return wants_delegation(ctx)
 
     def execute(self, ctx):
         import label_audit

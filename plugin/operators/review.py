@@ -15,7 +15,7 @@ export_cleanset            CSV + exclude list (+ cleaned clone), delegable
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .common import Progress, add_field_choice, delegation_input, wants_delegation
+from .common import DelegableOperator, Progress, add_field_choice, delegation_input
 
 
 def _audit_keys(ctx):
@@ -62,7 +62,7 @@ def _done(ctx, text):
         ctx.ops.notify(text)
 
 
-class FindConfusedClasses(foo.Operator):
+class FindConfusedClasses(DelegableOperator):
     @property
     def config(self):
         return foo.OperatorConfig(
@@ -84,9 +84,6 @@ class FindConfusedClasses(foo.Operator):
                         description="Show its samples sorted by importance (not when delegated)")
             delegation_input(inputs, ctx, default=len(ctx.view) > 50000)
         return types.Property(inputs, view=types.View(label="Find confused classes"))
-
-    def resolve_delegation(self, ctx):
-        return wants_delegation(ctx)
 
     def execute(self, ctx):
         import label_audit
@@ -256,7 +253,7 @@ class ClearDecisions(_Decide):
     op_description = "Remove the decision tags of the selected samples or labels"
 
 
-class ApplyDecisions(foo.Operator):
+class ApplyDecisions(DelegableOperator):
     @property
     def config(self):
         return foo.OperatorConfig(
@@ -286,9 +283,6 @@ class ApplyDecisions(foo.Operator):
                     label="Rows marked for deletion will be deleted from the dataset"))
             delegation_input(inputs, ctx, default=False)
         return types.Property(inputs, view=types.View(label="Apply decisions"))
-
-    def resolve_delegation(self, ctx):
-        return wants_delegation(ctx)
 
     def execute(self, ctx):
         import label_audit
@@ -369,7 +363,7 @@ class CleaningRounds(foo.Operator):
         return types.Property(outputs)
 
 
-class ExportCleanset(foo.Operator):
+class ExportCleanset(DelegableOperator):
     @property
     def config(self):
         return foo.OperatorConfig(
@@ -388,9 +382,6 @@ class ExportCleanset(foo.Operator):
                        description="Optional: clone without the excluded samples or labels")
             delegation_input(inputs, ctx, default=False)
         return types.Property(inputs, view=types.View(label="Export clean set"))
-
-    def resolve_delegation(self, ctx):
-        return wants_delegation(ctx)
 
     def execute(self, ctx):
         import label_audit

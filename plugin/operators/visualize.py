@@ -4,10 +4,10 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .common import add_field_choice, delegation_input, label_fields, wants_delegation
+from .common import DelegableOperator, add_field_choice, delegation_input, label_fields
 
 
-class VisualizeEmbeddings(foo.Operator):
+class VisualizeEmbeddings(DelegableOperator):
     @property
     def config(self):
         return foo.OperatorConfig(
@@ -38,9 +38,6 @@ class VisualizeEmbeddings(foo.Operator):
                    description="Default: audit_<method>")
         delegation_input(inputs, ctx, default=len(view) > 20000)
         return types.Property(inputs, view=types.View(label="Visualize embeddings"))
-
-    def resolve_delegation(self, ctx):
-        return wants_delegation(ctx)
 
     def execute(self, ctx):
         import label_audit

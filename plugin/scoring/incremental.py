@@ -25,8 +25,6 @@ agreeing on >= 99% of rows.  Speed/accuracy measured on synthetic 30k x 128 x 20
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from .engine import LabelIssueResult, _finish

@@ -632,8 +632,6 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
 def refit_fold_models(features, labels, state, *, keep=None, max_iter: int = 10, device=None, chunk_size: int = 32_768):
     """Warm-start every fold model from ``state`` on new labels / a subset ``keep``; return
     (pred_probs for the kept rows, new state).  Used by :func:`update_label_issues`."""
-    import torch
-
     prep: Preprocessor = state["preprocessor"]
     labels = np.asarray(labels, dtype=np.int64)
     K = state["n_classes"]
