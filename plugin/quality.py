@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 RUN_METHOD = "label_audit.label_quality"
 
+#: the last scoring result per (dataset id, audit key) in this process, so that the
+#: review workflow's next apply can re-score incrementally (see review/state.py)
+LAST_RESULTS = {}
+
 #: result attribute -> (field suffix, kind)
 SCORE_FIELDS = (
     ("label_issue_score", "float"),
@@ -296,6 +300,10 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
         scored_labels={ids[r]: labels[r] for r in keep},
     )
     save_run(samples, audit_key, RUN_METHOD, config, results)
+    dataset = samples._dataset
+    LAST_RESULTS[(str(dataset._doc.id), audit_key)] = dict(
+        run_time=dataset.get_run_info(audit_key).timestamp, ids=kept_ids,
+        sample_ids=[sample_ids[r] for r in keep], result=result)
     report(1.0, "Done")
     return LabelQualityResults(audit_key, label_field, patches, kept_ids,
                                [sample_ids[r] for r in keep], result, skipped, names)

@@ -131,6 +131,19 @@ def test_incremental_rescore_rounds_and_plateau(scored):
     assert all(s is not None for s in r)
 
 
+def test_apply_right_after_scoring_is_incremental(scored):
+    """compute_label_quality leaves its result in memory for the next apply."""
+    ds = scored
+    la.compute_label_quality(ds, "ground_truth", progress=False)
+    ids = ds.match({"flipped": True}).values("id")[:5]
+    before = ds.select(ids).values("audit_self_confidence")
+    la.tag_decisions(ds.select(ids), "accept")
+    rep = la.apply_decisions(ds)
+    assert rep.rescore == "incremental" and rep.num_applied == 5
+    after = ds.select(ids).values("audit_self_confidence")
+    assert after != before and all(a is not None for a in after)
+
+
 def test_export_cleanset_csv_exclude_list_and_clone(scored, tmp_path):
     ds = scored
     ids = la.suspects(ds, n=4).values("id")

@@ -133,13 +133,34 @@ def remember_results(ctx, state, ids, sample_ids, result):
         result=result)
 
 
+def _ms(t):
+    return t.replace(microsecond=t.microsecond // 1000 * 1000, tzinfo=None)
+
+
 def cached_results(ctx, state):
-    entry = _RESULTS.get((str(ctx.root._doc.id), ctx.audit_key))
+    """The in-memory scores to update incrementally, or None (then: full re-score).
+
+    Either the result of this workflow's last re-score (same snapshot version),
+    or the result ``compute_label_quality`` just computed in this process for
+    the current run (so an apply right after scoring in the App is incremental).
+    Both are safe to update: the update diffs their labels with the current ones.
+    """
+    key = (str(ctx.root._doc.id), ctx.audit_key)
+    entry = _RESULTS.get(key)
     snap = state.get("snapshot")
-    if entry is None or snap is None or entry["version"] != snap.get("version"):
-        return None
-    return entry
+    if entry is not None and snap is not None and entry["version"] == snap.get("version"):
+        return entry
+    from ..quality import LAST_RESULTS
+
+    fresh = LAST_RESULTS.get(key)
+    run_time = _run_time(ctx)
+    if fresh is not None and run_time is not None and _ms(fresh["run_time"]) == run_time:
+        return fresh
+    return None
 
 
 def forget_results(ctx):
+    from ..quality import LAST_RESULTS
+
     _RESULTS.pop((str(ctx.root._doc.id), ctx.audit_key), None)
+    LAST_RESULTS.pop((str(ctx.root._doc.id), ctx.audit_key), None)

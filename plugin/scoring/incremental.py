@@ -67,7 +67,8 @@ def update_label_issues(
     Parameters
     ----------
     result : LabelIssueResult from :func:`score_label_issues` (or a previous update).
-    features : the same (N, d) features that produced ``result`` (rows aligned with ``result``);
+    features : the same (N, d) features that produced ``result`` (rows aligned with ``result``;
+        the rows of removed samples are not read, so they may be zeros);
         may be None when ``result`` was computed from ``pred_probs`` only.
     labels : int array (N,), the new labels for the rows of ``result`` (values for removed rows
         are ignored).
@@ -98,7 +99,7 @@ def update_label_issues(
 
     X = None
     if features is not None:
-        X = validate_features(features, n)
+        X = validate_features(features, n, ignore_rows=removed_m)
 
     # 1) model probabilities
     P = result.pred_probs

@@ -118,11 +118,13 @@ def validate_labels(labels, n_classes: Optional[int] = None, n_samples: Optional
     return labels, int(n_classes)
 
 
-def validate_features(features, n_samples: Optional[int] = None, *, name: str = "features"):
+def validate_features(features, n_samples: Optional[int] = None, *, name: str = "features",
+                      ignore_rows=None):
     """Check a (N, d) feature array; return it as float32 (no copy when already float32).
 
     Raises ValueError for wrong dimensionality, mismatched length, empty input, NaN/inf values,
-    or rows that are all zero (their cosine similarity is undefined).
+    or rows that are all zero (their cosine similarity is undefined).  Rows where the bool mask
+    ``ignore_rows`` (N,) is True are not checked (e.g. rows being removed).
     """
     if features is None:
         raise ValueError(f"{name} is None.")
@@ -148,9 +150,13 @@ def validate_features(features, n_samples: Optional[int] = None, *, name: str = 
     for a in range(0, n, step):
         blk = features[a : a + step]
         fin = np.isfinite(blk).all(axis=1)
+        nz = (blk != 0).any(axis=1)
+        if ignore_rows is not None:
+            skip = np.asarray(ignore_rows[a : a + step], dtype=bool)
+            fin |= skip
+            nz |= skip
         if not fin.all():
             bad_rows.extend((np.flatnonzero(~fin) + a)[:5].tolist())
-        nz = (blk != 0).any(axis=1)
         if not nz.all():
             zero_rows.extend((np.flatnonzero(~nz) + a)[:5].tolist())
         _release_pages(features, a, a + step)
