@@ -239,6 +239,13 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
         elif e is None:
             skipped[rid] = "missing embedding"
         else:
+            if not np.all(np.isfinite(e)) or not np.any(e):
+                raise ValueError(
+                    "The embedding of %s %s in %r is %s: recompute it "
+                    "(label_audit.compute_embeddings) or exclude that %s from the view"
+                    % ("label" if patches else "sample", rid, path,
+                       "all zeros" if np.all(np.isfinite(e)) else "not finite (NaN/inf)",
+                       "label" if patches else "sample"))
             d = np.shape(e)[-1] if np.ndim(e) else 0
             if dim is None:
                 dim = d

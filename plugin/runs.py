@@ -46,9 +46,6 @@ def save_run(samples, run_key, method, config, results=None, overwrite=True):
         results (None): dict of results (numpy arrays are stored as lists)
         overwrite (True): replace an existing run with that key
     """
-    dataset = samples._dataset
-    if overwrite and run_key in dataset.list_runs():
-        dataset.delete_run(run_key)
     run_config = samples.init_run(method=method, **_jsonable(config))
     samples.register_run(run_key, run_config, overwrite=overwrite)
     if results is not None:

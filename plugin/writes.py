@@ -25,6 +25,15 @@ def _declare(dataset, path, kind):
         dataset.add_sample_field(path, getattr(fo, _FIELD_TYPES[kind]))
 
 
+def _get_path(doc, path):
+    """``doc["a"]["b"]`` for ``path="a.b"``, or ``_MISSING``."""
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return _MISSING
+        doc = doc[part]
+    return doc
+
+
 def _backup(coll, names, ids, sample_ids, label_path):
     """Previous values: {(sid, lid_or_None): {name: value or _MISSING}}."""
     oids = list({ObjectId(s) for s in sample_ids})
@@ -33,7 +42,7 @@ def _backup(coll, names, ids, sample_ids, label_path):
         proj = {n: 1 for n in names}
         for start in range(0, len(oids), 50000):
             for doc in coll.find({"_id": {"$in": oids[start:start + 50000]}}, proj):
-                backup[(str(doc["_id"]), None)] = {n: doc.get(n, _MISSING) for n in names}
+                backup[(str(doc["_id"]), None)] = {n: _get_path(doc, n) for n in names}
         return backup
     proj = {"%s._id" % label_path: 1}
     proj.update({"%s.%s" % (label_path, n): 1 for n in names})
@@ -43,7 +52,7 @@ def _backup(coll, names, ids, sample_ids, label_path):
             labels = (doc.get(head) or {}).get(tail) or []
             for lab in labels:
                 backup[(str(doc["_id"]), str(lab["_id"]))] = {
-                    n: lab.get(n, _MISSING) for n in names}
+                    n: _get_path(lab, n) for n in names}
     return backup
 
 

@@ -156,3 +156,32 @@ def test_interrupted_write_restores_previous_values(noisy_digits):
                    ids, ids, batch_size=100)
     assert ds.values("audit_label_issue_score") == before
     assert ds.count("audit_new_field") == 0
+
+
+def test_nan_or_zero_embedding_refused_naming_the_sample(noisy_digits):
+    ds, *_ = noisy_digits
+    s = ds.first()
+    s["embeddings"] = np.zeros_like(s["embeddings"])
+    s.save()
+    with pytest.raises(ValueError, match="sample %s .*all zeros" % s.id):
+        la.compute_label_quality(ds, "ground_truth", progress=False)
+    v = np.ones_like(s["embeddings"])
+    v[3] = np.nan
+    s["embeddings"] = v
+    s.save()
+    with pytest.raises(ValueError, match="sample %s .*not finite" % s.id):
+        la.compute_label_quality(ds, "ground_truth", progress=False)
+    assert not ds.has_sample_field("audit_label_issue_score")
+
+
+def test_rollback_restores_nested_fields(noisy_digits):
+    from label_audit.writes import write_rows
+
+    ds, *_ = noisy_digits
+    ids = ds.values("id")
+    before = ds.values("ground_truth.label")
+    bad = ["x"] * len(ids)
+    bad[250] = object()  # fails in the 3rd batch
+    with pytest.raises(Exception):
+        write_rows(ds, {"ground_truth.label": ("str", bad)}, ids, ids, batch_size=100)
+    assert ds.values("ground_truth.label") == before

@@ -77,3 +77,22 @@ def test_bad_update(setup):
         update_label_issues(r, X, yn, removed=np.ones(len(y), bool))
     with pytest.raises(ValueError, match="same samples"):
         update_label_issues(r, X, yn[:-1])
+
+
+def test_folds_stay_aligned_after_removal_without_refit():
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300].astype(np.float32), y[:300]
+    r = score_label_issues(y, features=X, n_folds=3)
+    removed = np.zeros(300, bool)
+    removed[::10] = True
+    r2 = update_label_issues(r, X, y, removed=removed, refit=False)
+    assert len(r2.model_state["folds"]) == len(r2.folds) == 270
+    np.testing.assert_array_equal(r2.model_state["folds"], r.folds[~removed])
+    # a later refit uses the right fold of every remaining row
+    X2, y2 = X[~removed], y[~removed].copy()
+    y2[:5] = (y2[:5] + 1) % 10
+    changed = np.zeros(270, bool)
+    changed[:5] = True
+    r3 = update_label_issues(r2, X2, y2, changed=changed, refit=True)
+    full = score_label_issues(y2, features=X2, n_folds=3, folds=r2.folds)
+    assert np.abs(r3.label_issue_score - full.label_issue_score).max() < 0.1

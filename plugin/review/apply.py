@@ -269,6 +269,17 @@ def _rescore_incremental(ctx, state, entry, refit=True):
     return seconds
 
 
+def _score_params(params):
+    """The run's extra ``score_label_issues`` parameters (e.g. knn_weight, flag_margin)."""
+    import inspect
+
+    from ..scoring import score_label_issues
+
+    accepted = set(inspect.signature(score_label_issues).parameters) - {
+        "labels", "features", "pred_probs", "classes", "n_folds", "k", "random_state"}
+    return {k: v for k, v in params.items() if k in accepted}
+
+
 def _rescore_full(ctx, state):
     from fiftyone import ViewField as F
 
@@ -285,7 +296,8 @@ def _rescore_full(ctx, state):
     res = compute_label_quality(
         view, ctx.label_field, embeddings_field=ctx.embeddings_field, audit_key=ctx.audit_key,
         classes=ctx.classes(), n_folds=cfg.get("n_folds", 5), k=cfg.get("k", 10),
-        random_state=cfg.get("random_state", 0), progress=False)
+        random_state=cfg.get("random_state", 0), progress=False,
+        **_score_params(cfg.get("score_params") or {}))
     seconds = time.perf_counter() - t0
     classes = res.result.classes
     rescored(ctx, state, res.ids, [classes[int(y)] for y in res.result.labels])

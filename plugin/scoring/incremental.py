@@ -113,6 +113,8 @@ def update_label_issues(
     else:
         P = P[keep]
     folds = None if result.folds is None else result.folds[keep]
+    if "folds" in new_state and folds is not None:
+        new_state["folds"] = folds  # keep the state's fold array aligned with the rows
 
     # 2) kNN graph
     nbr = dist = None
