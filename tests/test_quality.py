@@ -135,7 +135,7 @@ def test_empty_view_refused(noisy_digits):
 def test_mismatched_embedding_dimensions_refused(noisy_digits):
     ds, *_ = noisy_digits
     s = ds.first()
-    s["embeddings"] = np.zeros(7, dtype=np.float32)
+    s["embeddings"] = np.ones(7, dtype=np.float32)
     s.save()
     with pytest.raises(ValueError, match="different dimensions"):
         la.compute_label_quality(ds, "ground_truth", progress=False)

@@ -144,6 +144,20 @@ def test_apply_right_after_scoring_is_incremental(scored):
     assert after != before and all(a is not None for a in after)
 
 
+def test_failed_rescore_after_apply_can_still_be_undone(scored):
+    """The undo record is saved before re-scoring, which can fail."""
+    ds = scored
+    ids = ds.values("id")[:195]
+    la.tag_decisions(ds.select(ids), "delete")
+    before, before_schema = raw_docs(ds), schema(ds)
+    with pytest.raises(ValueError):  # 5 samples left: too few to re-score (k=10)
+        la.apply_decisions(ds, confirm_delete=True)
+    assert len(ds) == 5
+    la.undo_decisions(ds)
+    assert len(ds) == 200
+    assert raw_docs(ds) == before and schema(ds) == before_schema
+
+
 def test_export_cleanset_csv_exclude_list_and_clone(scored, tmp_path):
     ds = scored
     ids = la.suspects(ds, n=4).values("id")

@@ -487,6 +487,17 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
                 ctx.root.delete_labels(ids=[ids[i] for i in hard], fields=ctx.label_field)
             else:
                 ctx.root.delete_samples([ids[i] for i in hard])
+        # the undo record exists before anything else (re-score, AUC) can fail
+        history_id = 1 + max([h["id"] for h in state["history"]] or [0])
+        hist = dict(
+            id=history_id, timestamp=now_iso(), user=user or getpass.getuser(),
+            audit_key=audit_key, label_field=ctx.label_field,
+            confirm_delete=bool(confirm_delete), applied=dict(applied), changes=changes,
+            stale_ignored=sorted(stale) if on_stale == "ignore" else [], rescore=None,
+            rescore_seconds=None, before=image, scores_before=score_image,
+            snapshot_before=snapshot_before, undone=False)
+        state["history"].append(hist)
+        save_state(ctx, state)
     except BaseException:
         _restore_image(ctx, image)
         raise
@@ -510,7 +521,7 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
             rescore_used = "full"
 
     round_ = None
-    history_id = 1 + max([h["id"] for h in state["history"]] or [0])
+    hist.update(rescore=rescore_used, rescore_seconds=seconds)
     if record_round:
         report(0.8, "Measuring the AUC")
         round_ = measure_round(ctx, class_of_interest, round_index=len(state["rounds"]))
@@ -520,12 +531,6 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
                       fix_rate=(applied["relabel"] + applied["delete"]) / len(rows),
                       rescore=rescore_used, rescore_seconds=seconds)
         state["rounds"].append(round_)
-    state["history"].append(dict(
-        id=history_id, timestamp=now_iso(), user=user or getpass.getuser(),
-        audit_key=audit_key, label_field=ctx.label_field, confirm_delete=bool(confirm_delete),
-        applied=dict(applied), changes=changes, stale_ignored=sorted(stale) if
-        on_stale == "ignore" else [], rescore=rescore_used, rescore_seconds=seconds,
-        before=image, scores_before=score_image, snapshot_before=snapshot_before, undone=False))
     save_state(ctx, state)
     report(1.0, "Done")
     return ApplyReport(ctx.what, applied, changes, [ids[i] for i in hard],
