@@ -314,3 +314,25 @@ def test_zoo_names_resolve_and_fiftyone_models_run_through_fiftyone(digits_datas
     assert r.num_embedded == 4
     ours = la.compute_embeddings(view, model=MODEL, embeddings_field=None, progress=False)
     assert _cos(np.stack(view.values("fo_emb")), ours.embeddings).min() > 0.9999
+
+
+def test_interrupted_write_restores_previous_vectors(digits_dataset):
+    """A failing write leaves the previous vectors and removes a field it declared.
+
+    (FiftyOne validates the ids before writing here, so this exercises the
+    field clean-up; the restore of partially written vectors is not forced.)"""
+    from label_audit.embeddings.compute import _write_embeddings
+
+    view = digits_dataset.limit(10)
+    la.compute_embeddings(view, model=MODEL, progress=False)
+    before = np.stack(view.values("embeddings"))
+    ids = view.values("id")
+    X = np.ones((10, before.shape[1]), dtype=np.float32)
+    ok = np.ones(10, bool)
+    bad_ids = ids[:9] + ["not-an-object-id"]  # the write fails on the last row
+    with pytest.raises(Exception):
+        _write_embeddings(view, "embeddings", None, None, ids, bad_ids, ids, X, ok)
+    np.testing.assert_array_equal(np.stack(view.values("embeddings")), before)
+    with pytest.raises(Exception):
+        _write_embeddings(view, "fresh_field", None, None, ids, bad_ids, ids, X, ok)
+    assert not digits_dataset.has_sample_field("fresh_field")

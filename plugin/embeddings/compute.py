@@ -374,26 +374,50 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
 
 def _write_embeddings(samples, embeddings_field, patches_field, patches, sample_ids,
                       row_ids, row_samples, X, ok):
-    """One bulk write: vectors for successes, None for failures."""
+    """One bulk write: vectors for successes, None for failures.
+
+    All-or-nothing: the previous vectors are read first and written back if
+    the write is interrupted (any exception, Ctrl-C); a field that did not
+    exist before is removed again.
+    """
     import fiftyone as fo
 
+    dataset = samples._dataset
     if patches is None:
-        dataset = samples._dataset
-        if not dataset.has_sample_field(embeddings_field):
-            dataset.add_sample_field(embeddings_field, fo.VectorField)
+        path = embeddings_field
+        existed = dataset.has_sample_field(path)
+        if existed:
+            old = dict(zip(*samples.values(["id", path])))
+        else:
+            dataset.add_sample_field(path, fo.VectorField)
         values = {sid: (X[r] if ok[r] else None) for r, sid in enumerate(row_ids)}
-        samples.set_values(embeddings_field, values, key_field="id")
-        return
-    _, list_field = _patch_field_info(samples, patches_field)
-    path = "%s.%s.%s" % (patches_field, list_field, embeddings_field)
-    if not samples._dataset.has_field(path):
-        samples._dataset.add_sample_field(path, fo.VectorField)
-    values = [
-        {"sample_id": row_samples[r], "label_id": lid,
-         "value": (X[r] if ok[r] else None)}
-        for r, lid in enumerate(row_ids)
-    ]
-    samples.set_label_values(path, values)
+        write = lambda: samples.set_values(path, values, key_field="id")  # noqa: E731
+        restore = lambda: samples.set_values(path, old, key_field="id")  # noqa: E731
+    else:
+        _, list_field = _patch_field_info(samples, patches_field)
+        path = "%s.%s.%s" % (patches_field, list_field, embeddings_field)
+        existed = dataset.has_field(path)
+        if existed:
+            ids_, vals_ = samples.values(
+                ["%s.%s.id" % (patches_field, list_field), path], unwind=True)
+            old = dict(zip(ids_, vals_))
+        else:
+            dataset.add_sample_field(path, fo.VectorField)
+        values = [
+            {"sample_id": row_samples[r], "label_id": lid,
+             "value": (X[r] if ok[r] else None)}
+            for r, lid in enumerate(row_ids)
+        ]
+        write = lambda: samples.set_label_values(path, values)  # noqa: E731
+        restore = lambda: samples.set_label_values(path, old)  # noqa: E731
+    try:
+        write()
+    except BaseException:
+        if existed:
+            restore()
+        else:
+            dataset.delete_sample_field(path)
+        raise
 
 
 def _is_fiftyone_model(model):
