@@ -158,6 +158,24 @@ def test_failed_rescore_after_apply_can_still_be_undone(scored):
     assert raw_docs(ds) == before and schema(ds) == before_schema
 
 
+def test_undo_refuses_to_overwrite_later_edits(scored):
+    ds = scored
+    ids = la.suspects(ds, n=3).values("id")
+    original = ds[ids[0]].ground_truth.label
+    la.tag_decisions(ds.select(ids), "relabel", label="0")
+    la.apply_decisions(ds, rescore="none", record_round=False)
+    s = ds[ids[0]]
+    s.ground_truth.label = "5" if original != "5" else "6"  # a later edit
+    s.save()
+    after_edit = raw_docs(ds)
+    with pytest.raises(ValueError, match="1 row.*edited after apply.*force=True"):
+        la.undo_decisions(ds)
+    assert raw_docs(ds) == after_edit
+    la.undo_decisions(ds, force=True)
+    ds.reload()
+    assert ds[ids[0]].ground_truth.label == original
+
+
 def test_export_cleanset_csv_exclude_list_and_clone(scored, tmp_path):
     ds = scored
     ids = la.suspects(ds, n=4).values("id")

@@ -318,12 +318,15 @@ class UndoDecisions(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         _audit_key_input(inputs, ctx)
+        inputs.bool("force", default=False, label="Undo even if edited since",
+                    description="Overwrite labels edited after the apply")
         return types.Property(inputs, view=types.View(label="Undo last apply"))
 
     def execute(self, ctx):
         import label_audit
 
-        entry = label_audit.undo_decisions(ctx.dataset, audit_key=_audit_key(ctx))
+        entry = label_audit.undo_decisions(ctx.dataset, audit_key=_audit_key(ctx),
+                                           force=bool(ctx.params.get("force", False)))
         ctx.ops.reload_dataset()
         text = "Undid apply #%d by %s (%s)" % (entry["id"], entry["user"], ", ".join(
             "%d %s" % (n, d) for d, n in entry["applied"].items()))

@@ -538,11 +538,29 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
                        round_, history_id)
 
 
-def undo_decisions(samples, audit_key="audit", label_field=None):
+def _check_not_edited_since(ctx, entry):
+    """Raises if a label written by the apply ``entry`` was changed since."""
+    rows = [c for c in entry["changes"] if c["decision"] in ("relabel", "ok")]
+    if not rows:
+        return
+    current = ctx.read([c["id"] for c in rows], [c["sample_id"] for c in rows],
+                       ["label"])["label"]
+    edited = [c["id"] for c, lab in zip(rows, current) if lab != c["to"]]
+    if edited:
+        raise ValueError(
+            "%d row(s) were edited after apply #%d (e.g. %s): undoing it would overwrite "
+            "those edits. Nothing was changed; pass force=True to undo anyway"
+            % (len(edited), entry["id"], ", ".join(edited[:3])))
+
+
+def undo_decisions(samples, audit_key="audit", label_field=None, force=False):
     """Undoes the last :func:`apply_decisions` of this audit run: labels,
     tags, decision state, deleted samples/objects and the re-scored fields are
     restored exactly as they were before it (the decision tags stay, so the
     decisions can be edited and applied again). Call again to undo earlier ones.
+
+    If a label the apply wrote was edited since, undo refuses (it would
+    overwrite that edit) unless ``force=True``.
 
     Returns:
         the history entry undone (dict: id, user, timestamp, applied, changes)
@@ -554,6 +572,8 @@ def undo_decisions(samples, audit_key="audit", label_field=None):
         raise ValueError("Nothing to undo: no applied decisions recorded for audit key %r on "
                          "dataset %r" % (audit_key, ctx.root.name))
     entry = live[-1]
+    if not force:
+        _check_not_edited_since(ctx, entry)
     _restore_image(ctx, entry["before"])
     _restore_scores(ctx, entry.get("scores_before"))
     ctx.root.reload()
