@@ -201,8 +201,9 @@ def _referencing_views(root, ids):
     for name in root.list_saved_views():
         try:
             stages = root.load_saved_view(name)._serialize()
-        except Exception as e:  # a broken saved view still counts as a reference risk
+        except Exception as e:  # a view we cannot read may reference them: refuse
             logger.warning("Could not load saved view %r: %s", name, e)
+            refs[name] = sorted(ids)
             continue
         named = set(re.findall(r"[0-9a-f]{24}", json.dumps(stages, default=str)))
         hit = sorted(ids & named)
