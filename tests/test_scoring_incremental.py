@@ -96,3 +96,20 @@ def test_folds_stay_aligned_after_removal_without_refit():
     r3 = update_label_issues(r2, X2, y2, changed=changed, refit=True)
     full = score_label_issues(y2, features=X2, n_folds=3, folds=r2.folds)
     assert np.abs(r3.label_issue_score - full.label_issue_score).max() < 0.1
+
+
+def test_labels_of_removed_rows_are_ignored():
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:200].astype(np.float32), y[:200]
+    r = score_label_issues(y, features=X, n_folds=3)
+    removed = np.zeros(200, bool)
+    removed[:4] = True
+    placeholder = y.copy()
+    placeholder[:4] = -1  # a sentinel for rows being removed
+    a = update_label_issues(r, X, placeholder, removed=removed, refit=False)
+    b = update_label_issues(r, X, y, removed=removed, refit=False)
+    np.testing.assert_array_equal(a.label_issue_score, b.label_issue_score)
+    bad = y.copy()
+    bad[10] = -1  # a kept row with an invalid label is still refused
+    with pytest.raises(ValueError):
+        update_label_issues(r, X, bad, removed=removed, refit=False)

@@ -85,8 +85,12 @@ def update_label_issues(
     """
     n = len(result)
     K = len(result.classes)
-    labels, _ = validate_labels(labels, K, n_samples=n)
     removed_m = _as_mask(removed, n, "removed")
+    if removed_m.any():  # removed rows' labels are ignored: any placeholder (-1, None) is fine
+        labels = np.array(labels, copy=True)  # ints stay ints; lists with None -> object
+        if labels.shape[:1] == (n,):
+            labels[removed_m] = result.labels[removed_m]
+    labels, _ = validate_labels(labels, K, n_samples=n)
     changed_m = _as_mask(changed, n, "changed") if changed is not None else labels != result.labels
     keep = np.flatnonzero(~removed_m)
     if keep.size == 0:
