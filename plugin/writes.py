@@ -19,10 +19,13 @@ _FIELD_TYPES = {"float": "FloatField", "bool": "BooleanField", "label": "StringF
 
 
 def _declare(dataset, path, kind):
+    """Adds the field to the schema if missing; returns True if it was added."""
     import fiftyone as fo
 
-    if not dataset.has_field(path):
-        dataset.add_sample_field(path, getattr(fo, _FIELD_TYPES[kind]))
+    if dataset.has_field(path):
+        return False
+    dataset.add_sample_field(path, getattr(fo, _FIELD_TYPES[kind]))
+    return True
 
 
 def _get_path(doc, path):
@@ -115,8 +118,9 @@ def write_rows(samples, columns, ids, sample_ids, label_path=None, batch_size=10
     """
     dataset = samples._dataset
     names = list(columns)
-    for name, (kind, _) in columns.items():
-        _declare(dataset, name if label_path is None else "%s.%s" % (label_path, name), kind)
+    declared = [path for path, kind in (
+        (name if label_path is None else "%s.%s" % (label_path, name), kind)
+        for name, (kind, _) in columns.items()) if _declare(dataset, path, kind)]
     coll = dataset._sample_collection
     keys = [(sid, None) if label_path is None else (sid, lid)
             for lid, sid in zip(ids, sample_ids)]
@@ -131,5 +135,7 @@ def write_rows(samples, columns, ids, sample_ids, label_path=None, batch_size=10
         old_rows = ((key, backup[key]) for key in keys if key in backup)
         _bulk(coll, _ops(old_rows, label_path, now), batch_size)
         dataset.reload()
+        for path in declared:  # fields this write added leave the schema again
+            dataset.delete_sample_field(path)
         raise
     dataset.reload()
