@@ -7,21 +7,7 @@ import numpy as np
 import pytest
 
 import label_audit as la
-from test_review_helpers import raw_docs, schema, scored_digits
-
-
-@pytest.fixture(scope="module")
-def base(digits_dir):
-    ds = scored_digits(digits_dir)
-    yield ds
-    ds.delete()
-
-
-@pytest.fixture
-def scored(base):
-    ds = base.clone()
-    yield ds
-    ds.delete()
+from test_review_helpers import base, raw_docs, schema, scored  # noqa: F401 (fixtures)
 
 
 # --- science (no FiftyOne) -----------------------------------------------------

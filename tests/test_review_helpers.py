@@ -3,6 +3,7 @@ features as embeddings (64-d, no model needed), scored once per module and
 cloned per test."""
 
 import numpy as np
+import pytest
 
 
 def scored_digits(digits_dir, n=200, noise=0.1, seed=1):
@@ -29,3 +30,19 @@ def raw_docs(ds):
 
 def schema(ds):
     return {k: type(v).__name__ for k, v in ds.get_field_schema(flat=True).items()}
+
+
+@pytest.fixture(scope="module")
+def base(digits_dir):
+    """Digits scored once per test module."""
+    ds = scored_digits(digits_dir)
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture
+def scored(base):
+    """A fresh clone of ``base`` per test."""
+    ds = base.clone()
+    yield ds
+    ds.delete()

@@ -2,23 +2,9 @@
 
 import pytest
 
-from test_review_helpers import raw_docs, scored_digits
+from test_review_helpers import base, raw_docs, scored  # noqa: F401 (fixtures)
 
 PLUGIN = "@label-audit/label-audit"
-
-
-@pytest.fixture(scope="module")
-def base(digits_dir):
-    ds = scored_digits(digits_dir)
-    yield ds
-    ds.delete()
-
-
-@pytest.fixture
-def scored(base):
-    ds = base.clone()
-    yield ds
-    ds.delete()
 
 
 def _run(name, ds, params, selected=None, **kwargs):

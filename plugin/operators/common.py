@@ -49,6 +49,18 @@ class Progress:
             self.ctx.set_progress(progress=float(fraction), label=self.label)
 
 
+def delegable_config(name, label, description):
+    """The config of a heavy operator: dynamic form, immediate or delegated runs."""
+    return foo.OperatorConfig(
+        name=name,
+        label=label,
+        description=description,
+        dynamic=True,
+        allow_immediate_execution=True,
+        allow_delegated_execution=True,
+    )
+
+
 class DelegableOperator(foo.Operator):
     """Base of the heavy operators: the form's 'Delegate execution?' choice
     (see :func:`delegation_input`) decides whether a run is delegated."""

@@ -1,11 +1,10 @@
 """Operator: Compute embeddings (SDK twin: ``label_audit.compute_embeddings``)."""
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .common import (DelegableOperator, Progress, add_field_choice, delegation_input,
-                     label_fields)
+from .common import (DelegableOperator, Progress, add_field_choice, delegable_config,
+                     delegation_input, label_fields)
 
 MODEL_CHOICES = ("resnet50", "efficientnet-lite0", "resnet18", "efficientnet_b0",
                  "convnext_tiny", "vit_b_16")
@@ -14,13 +13,10 @@ MODEL_CHOICES = ("resnet50", "efficientnet-lite0", "resnet18", "efficientnet_b0"
 class ComputeEmbeddings(DelegableOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="compute_embeddings",
-            label="Compute embeddings",
-            description="Embed images, object patches or masked instances with a torch model",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
+        return delegable_config(
+            "compute_embeddings",
+            "Compute embeddings",
+            "Embed images, object patches or masked instances with a torch model"
         )
 
     def resolve_input(self, ctx):

@@ -1,26 +1,22 @@
 """Operator: Compute label quality (SDK twin: ``label_audit.compute_label_quality``)."""
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .common import (DelegableOperator, Progress, add_field_choice, delegation_input,
-                     label_fields)
+from .common import (DelegableOperator, Progress, add_field_choice, delegable_config,
+                     delegation_input, label_fields)
 
 
 class ComputeLabelQuality(DelegableOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="compute_label_quality",
-            label="Compute label quality",
-            description=(
+        return delegable_config(
+            "compute_label_quality",
+            "Compute label quality",
+            (
                 "Score how likely each label is wrong (coreset importance, confident "
                 "learning, neighbours) and write sortable fields"
-            ),
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
+            )
         )
 
     def resolve_input(self, ctx):

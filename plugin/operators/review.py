@@ -15,7 +15,8 @@ export_cleanset            CSV + exclude list (+ cleaned clone), delegable
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .common import DelegableOperator, Progress, add_field_choice, delegation_input
+from .common import (DelegableOperator, Progress, add_field_choice, delegable_config,
+                     delegation_input)
 
 
 def _audit_keys(ctx):
@@ -65,14 +66,11 @@ def _done(ctx, text):
 class FindConfusedClasses(DelegableOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="find_confused_classes",
-            label="Find confused classes",
-            description=("Fit a linear probe on the embeddings, show the most confused class "
-                         "pairs and open the class with the most false positives"),
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
+        return delegable_config(
+            "find_confused_classes",
+            "Find confused classes",
+            "Fit a linear probe on the embeddings, show the most confused class "
+            "pairs and open the class with the most false positives",
         )
 
     def resolve_input(self, ctx):
@@ -256,14 +254,11 @@ class ClearDecisions(_Decide):
 class ApplyDecisions(DelegableOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="apply_decisions",
-            label="Apply decisions",
-            description=("Write the tagged decisions into the label field (originals kept), "
-                         "re-score and record a cleaning round"),
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
+        return delegable_config(
+            "apply_decisions",
+            "Apply decisions",
+            "Write the tagged decisions into the label field (originals kept), "
+            "re-score and record a cleaning round",
         )
 
     def resolve_input(self, ctx):
@@ -369,11 +364,12 @@ class CleaningRounds(foo.Operator):
 class ExportCleanset(DelegableOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="export_cleanset", label="Export clean set",
-            description="Write a CSV of labels, decisions and scores, an exclude list, and "
-                        "optionally a cleaned copy of the dataset",
-            dynamic=True, allow_immediate_execution=True, allow_delegated_execution=True)
+        return delegable_config(
+            "export_cleanset",
+            "Export clean set",
+            "Write a CSV of labels, decisions and scores, an exclude list, and "
+            "optionally a cleaned copy of the dataset",
+        )
 
     def resolve_input(self, ctx):
         inputs = types.Object()

@@ -1,25 +1,22 @@
 """Operator: Visualize embeddings (SDK twin: ``label_audit.visualize``)."""
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .common import DelegableOperator, add_field_choice, delegation_input, label_fields
+from .common import (DelegableOperator, add_field_choice, delegable_config, delegation_input,
+                     label_fields)
 
 
 class VisualizeEmbeddings(DelegableOperator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="visualize",
-            label="Visualize embeddings",
-            description=(
+        return delegable_config(
+            "visualize",
+            "Visualize embeddings",
+            (
                 "Map the embeddings to 2-D with FiftyOne Brain (UMAP or PCA) and open "
                 "the Embeddings panel: colour by label or score, lasso clusters, tag them"
-            ),
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
+            )
         )
 
     def resolve_input(self, ctx):
