@@ -32,6 +32,8 @@ _LAZY = {
     "cleaning_rounds": ("review.rounds", "cleaning_rounds"),
     "export_cleanset": ("review.export", "export_cleanset"),
     "visualize": ("visualize", "visualize"),
+    "compute_detection_issues": ("detection.compute", "compute_detection_issues"),
+    "score_detection_issues": ("detection.issues", "score_detection_issues"),
 }
 
 __all__ = sorted(_LAZY) + ["register"]

@@ -3,7 +3,7 @@
     label-audit demo [--no-app] ...
     label-audit embed DATASET [--model resnet50] [--patches-field F] ...
     label-audit score DATASET LABEL_FIELD [--embeddings-field F] [--audit-key audit]
-    label-audit bench quality|speed|embeddings ...
+    label-audit bench quality|speed|embeddings|detection ...
 """
 
 import argparse
@@ -73,8 +73,9 @@ def _score(argv):
 
 
 def _bench(argv):
-    if not argv or argv[0] not in ("quality", "speed", "embeddings", "writes"):
-        print("usage: label-audit bench {quality,speed,embeddings,writes} [options]", file=sys.stderr)
+    if not argv or argv[0] not in ("quality", "speed", "embeddings", "writes", "detection"):
+        print("usage: label-audit bench {quality,speed,embeddings,writes,detection} [options]",
+              file=sys.stderr)
         return 2
     import importlib
 

@@ -196,15 +196,29 @@ def test_choose_knn_weight_prefers_the_better_predictor():
     from label_audit.scoring.fusion import choose_knn_weight
 
     rng = np.random.RandomState(0)
-    n, K = 500, 5
+    n, K = 2000, 5
     y = rng.randint(K, size=n)
-    good = np.full((n, K), 0.05)
-    good[np.arange(n), y] = 0.8
-    noise = rng.dirichlet(np.ones(K), size=n)
-    assert choose_knn_weight(y, good, noise) == 0.0
-    assert choose_knn_weight(y, noise, good) == 0.8
-    mid = choose_knn_weight(y, 0.5 * good + 0.5 * noise, good)
-    assert 0.0 < mid <= 0.8
+    logits = rng.normal(0, 1.0, size=(n, K))
+    logits[np.arange(n), y] += 2.0
+    good = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)  # ~85% accurate, soft
+    noise = rng.dirichlet(np.ones(K), size=n)  # uninformative
+    grid = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+    def acc(pm, pk, w):
+        return np.mean(((1 - w) * pm + w * pk).argmax(1) == y)
+
+    w_model = choose_knn_weight(y, good, noise)
+    w_knn = choose_knn_weight(y, noise, good)
+    assert w_model < 0.5 < w_knn
+    # the chosen weight is within one binomial standard error of the best accuracy
+    best = max(acc(good, noise, w) for w in grid)
+    assert acc(good, noise, w_model) >= best - np.sqrt(best * (1 - best) / n) - 1e-12
+    # equivalent predictors: the prior (the default 0.5) is kept
+    assert choose_knn_weight(y, good, good) == 0.5
+    assert choose_knn_weight(y, good, good, prior=0.2) == 0.2
+    # n_se=0: the plain argmax of the held-out accuracy
+    plain = choose_knn_weight(y, good, noise, n_se=0)
+    assert acc(good, noise, plain) == best
 
 
 def test_knn_weight_auto_records_the_weight_used():

@@ -1,5 +1,6 @@
 """label-audit's FiftyOne operators: one class per action, thin glue over the SDK."""
 
+from .detection import ComputeDetectionIssues
 from .embeddings import ComputeEmbeddings
 from .quality import ComputeLabelQuality
 from .panel import LabelAuditPanel
@@ -7,4 +8,4 @@ from .review import REVIEW_OPERATORS
 from .visualize import VisualizeEmbeddings
 
 OPERATORS = [ComputeEmbeddings, ComputeLabelQuality] + REVIEW_OPERATORS + [
-    VisualizeEmbeddings, LabelAuditPanel]
+    VisualizeEmbeddings, ComputeDetectionIssues, LabelAuditPanel]

@@ -52,37 +52,47 @@ def fuse_probabilities(model_probs: np.ndarray, knn_probs: Optional[np.ndarray],
 
 
 def choose_knn_weight(labels: np.ndarray, model_probs: np.ndarray, knn_probs: np.ndarray, *,
-                      grid=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)) -> float:
-    """Label-free choice of the kNN weight: stacking by held-out likelihood.
+                      grid=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), prior: float = 0.5,
+                      n_se: float = 1.0) -> float:
+    """Label-free choice of the kNN weight: held-out accuracy with a one-standard-error rule.
 
-    Both inputs are out-of-sample predictions of the given labels (out-of-fold
-    model probabilities; leave-one-out neighbour votes), so the mixture weight
-    that maximises the mean log-likelihood of the *given* labels,
-    ``w* = argmax_w mean_i log q_w[i, y_i]`` with ``q_w = (1 - w) p_model + w p_knn``,
-    is a held-out (stacking) estimate of how much to trust the neighbours on
-    this data, needing no clean labels. Label noise is a minority, so the
-    predictor that better explains the given labels also better explains the
-    true ones. Ties go to the smaller weight (the grid is scanned in order).
+    Both inputs are out-of-sample predictions of the given labels (out-of-fold model
+    probabilities; leave-one-out neighbour votes), so the held-out accuracy of the fused
+    prediction, ``acc(w) = mean_i [argmax_k q_w[i, k] == y_i]`` with
+    ``q_w = (1 - w) p_model + w p_knn``, measures how much the neighbours add on this data
+    without clean labels (label noise is a minority, so the mixture that better predicts the
+    given labels also better predicts the true ones).  Accuracy differences between nearby
+    weights are mostly sampling noise, so - like glmnet's ``lambda.1se`` - every weight whose
+    accuracy is within ``n_se`` binomial standard errors ``sqrt(a (1 - a) / N)`` of the best
+    accuracy ``a`` is considered equivalent, and the one closest to ``prior`` (the default
+    weight) is returned (ties: the smaller weight).
+
+    Accuracy rather than log-likelihood: the neighbour vote is coarse (multiples of 1/k), and
+    the log-loss punishes its zeros so hard that likelihood stacking picked ``w = 0`` on
+    benchmarks where the neighbours help (digits instance noise AUPRC 0.954 at 0.5 vs 0.923 at
+    0; synthetic pair noise 0.969 vs 0.952).
 
     Parameters
     ----------
     labels : int array (N,).  model_probs, knn_probs : float arrays (N, K).
     grid : candidate weights in [0, 1].
+    prior : float, default 0.5; the weight preferred among statistically equivalent ones.
+    n_se : float, default 1.0; the tolerance in standard errors (0 = plain argmax).
 
     Returns
     -------
-    float : the chosen weight.
+    float : the chosen weight (one of ``grid``).
     """
     labels = np.asarray(labels)
-    rows = np.arange(labels.shape[0])
-    pm = np.asarray(model_probs, dtype=np.float64)[rows, labels]
-    pk = np.asarray(knn_probs, dtype=np.float64)[rows, labels]
-    best_w, best_ll = None, -np.inf
-    for w in grid:
-        ll = float(np.mean(np.log(np.clip((1.0 - w) * pm + w * pk, 1e-12, None))))
-        if ll > best_ll + 1e-9:
-            best_w, best_ll = float(w), ll
-    return best_w
+    n = labels.shape[0]
+    pm = np.asarray(model_probs, dtype=np.float32)
+    pk = np.asarray(knn_probs, dtype=np.float32)
+    accs = np.array([float(np.mean(((1.0 - w) * pm + w * pk).argmax(axis=1) == labels))
+                     for w in grid])
+    best = float(accs.max())
+    tol = n_se * np.sqrt(max(best * (1.0 - best), 0.0) / max(n, 1))
+    ok = [float(w) for w, a in zip(grid, accs) if a >= best - tol - 1e-12]
+    return min(ok, key=lambda w: (abs(w - prior), w))
 
 
 def _top2(q: np.ndarray):
