@@ -250,7 +250,8 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
                        num_workers=None, device=None, skip_failures=True,
                        reduce_dims=None, progress=True, padding=0.0, min_size=2,
                        skip_crowd=True, weights="DEFAULT", transform=None,
-                       random_state=0, progress_callback=None):
+                       random_state=0, progress_callback=None, backend="local",
+                       ray_address=None, ray_workers=None, ray_max_retries=3):
     """Computes embeddings of a FiftyOne collection's images or objects.
 
     Args:
@@ -284,6 +285,18 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
         weights ("DEFAULT"), transform (None): see :func:`~.models.load_model`
         random_state (0): seed for the PCA sample
         progress_callback (None): called with a fraction in ``[0, 1]``
+        backend ("local"): ``"ray"`` embeds with a Ray Data actor pool
+            (:func:`label_audit.distributed.ray_embeddings.ray_embed_images`:
+            the model is loaded once per actor, one GPU per actor when the
+            cluster has GPUs); the vectors are written the same way, after
+            every shard is done. Not for zoo/FiftyOne models
+        ray_address (None): the Ray cluster: None (a running session of this
+            process, else a local Ray instance), ``"auto"`` or
+            ``"ray://host:10001"``
+        ray_workers (None): Ray actors (default: one per GPU, else per CPU)
+        ray_max_retries (3): restarts of a Ray actor whose process died (its
+            batch is retried); when exhausted a ``RayRunError`` is raised and
+            nothing is written
 
     Returns:
         an :class:`EmbeddingsReport`
@@ -295,8 +308,14 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
     from ..runs import run_key_for, save_run
 
     _check_collection(samples)
+    if backend not in ("local", "ray"):
+        raise ValueError("backend must be 'local' or 'ray'; got %r" % (backend,))
     zoo = _zoo_model(model)
     if zoo is not None or _is_fiftyone_model(model):
+        if backend == "ray":
+            raise ValueError("backend='ray' runs torchvision models, efficientnet-lite0 or your own "
+                             "torch.nn.Module; %r is a FiftyOne zoo/Model object: use "
+                             "backend='local'" % (zoo or type(model).__name__,))
         return _compute_with_fiftyone_model(samples, zoo or model, embeddings_field,
                                             patches_field, batch_size, num_workers,
                                             skip_failures, progress)
@@ -313,11 +332,20 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
     else:
         row_samples, row_paths = list(sample_ids), list(filepaths)
 
-    X, errors, em = embed_images(
-        filepaths, model=model, patches=patches, batch_size=batch_size,
-        num_workers=num_workers, device=device, padding=padding, min_size=min_size,
-        weights=weights, transform=transform, progress=progress,
-        progress_callback=progress_callback)
+    if backend == "ray":
+        from ..distributed.ray_embeddings import ray_embed_images
+
+        X, errors, em = ray_embed_images(
+            filepaths, model=model, patches=patches, batch_size=batch_size, device=device,
+            padding=padding, min_size=min_size, weights=weights, transform=transform,
+            progress=progress, progress_callback=progress_callback, address=ray_address,
+            num_workers=ray_workers, max_retries=ray_max_retries)
+    else:
+        X, errors, em = embed_images(
+            filepaths, model=model, patches=patches, batch_size=batch_size,
+            num_workers=num_workers, device=device, padding=padding, min_size=min_size,
+            weights=weights, transform=transform, progress=progress,
+            progress_callback=progress_callback)
 
     failures = [
         EmbeddingFailure(row_samples[r], row_ids[r] if patches is not None else None,
@@ -363,7 +391,7 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
     config = dict(model=em.name, embeddings_field=embeddings_field,
                   patches_field=patches_field, use_masks=bool(use_masks),
                   dim=int(X.shape[1]), reduce_dims=reduce_dims, padding=padding,
-                  min_size=min_size, skip_crowd=skip_crowd)
+                  min_size=min_size, skip_crowd=skip_crowd, backend=backend)
     results = dict(num_embedded=report.num_embedded, num_failed=len(failures),
                    num_crowd_skipped=skipped,
                    reduction=reduction.to_dict() if reduction is not None else None)

@@ -67,3 +67,29 @@ class DelegableOperator(foo.Operator):
 
     def resolve_delegation(self, ctx):
         return wants_delegation(ctx)
+
+
+def backend_input(inputs, ctx):
+    """Adds the 'Backend' choice (local / ray) and, for ray, the cluster address and workers."""
+    add_field_choice(
+        inputs, "backend", ("local", "ray"), "Backend", default="local", required=False,
+        description=("local: this process. ray: a Ray cluster (needs the 'ray' extra on the "
+                     "FiftyOne server or delegated executor and on every node)"),
+    )
+    if ctx.params.get("backend") == "ray":
+        inputs.str("ray_address", required=False, label="Ray address",
+                   description=("Empty: a local Ray instance (or RAY_ADDRESS); 'auto': the cluster "
+                                "started with `ray start --head` on this machine; "
+                                "ray://host:10001: a remote cluster"))
+        inputs.int("ray_workers", required=False, min=1, label="Ray workers",
+                   description="Parallel Ray tasks/actors (default: all CPUs, or one per GPU)")
+
+
+def backend_params(params):
+    """The SDK keyword arguments chosen with :func:`backend_input` (empty for local)."""
+    if (params.get("backend") or "local") != "ray":
+        return {}
+    out = {"backend": "ray", "ray_address": params.get("ray_address") or None}
+    if params.get("ray_workers"):
+        out["ray_workers"] = int(params["ray_workers"])
+    return out

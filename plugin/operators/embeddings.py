@@ -3,8 +3,8 @@
 import fiftyone as fo
 import fiftyone.operators.types as types
 
-from .common import (DelegableOperator, Progress, add_field_choice, delegable_config,
-                     delegation_input, label_fields)
+from .common import (DelegableOperator, Progress, add_field_choice, backend_input, backend_params,
+                     delegable_config, delegation_input, label_fields)
 
 MODEL_CHOICES = ("resnet50", "efficientnet-lite0", "resnet18", "efficientnet_b0",
                  "convnext_tiny", "vit_b_16")
@@ -44,6 +44,7 @@ class ComputeEmbeddings(DelegableOperator):
         inputs.int("batch_size", default=32, label="Batch size", min=1)
         inputs.int("reduce_dims", required=False, label="Reduce dimensions (PCA)",
                    description="Optional: project to this many dimensions, e.g. 256")
+        backend_input(inputs, ctx)
         delegation_input(inputs, ctx, default=len(view) > 1000)
         return types.Property(inputs, view=types.View(label="Compute embeddings"))
 
@@ -61,6 +62,7 @@ class ComputeEmbeddings(DelegableOperator):
             reduce_dims=params.get("reduce_dims") or None,
             progress=False,
             progress_callback=Progress(ctx, "Embedding"),
+            **backend_params(params),
         )
         if not ctx.delegated:
             ctx.ops.reload_dataset()

@@ -206,6 +206,10 @@ def score_label_issues(
     compute_importance: bool = True,
     folds: Optional[np.ndarray] = None,
     device=None,
+    backend: str = "local",
+    ray_address: Optional[str] = None,
+    ray_workers: Optional[int] = None,
+    ray_max_retries: int = 3,
 ) -> LabelIssueResult:
     """Score every sample for label errors, outliers and ambiguity.
 
@@ -243,6 +247,20 @@ def score_label_issues(
     compute_importance : bool, default True.
     folds : int array (N,), optional fixed fold assignment (reproducible recomputes).
     device : torch device for the logistic regression ('cuda' when available).
+    backend : {'local', 'ray'}, default 'local'.  'ray' computes every sum over samples (column
+        moments, the fold models' loss and gradient, predictions, kNN top-k, per-class Gram
+        matrices) in Ray tasks over row shards held in Ray's object store, reduced on this
+        process, which runs the same L-BFGS and the same fusion (see
+        :mod:`label_audit.distributed.ray_scoring`); the scores agree with 'local' to float
+        tolerance.  ``features`` may then also be a
+        :class:`~label_audit.distributed.ray_scoring.ShardedFeatures`.
+    ray_address : str, optional; the cluster for backend='ray': None (a running session of this
+        process, else a local Ray instance), "auto" (the cluster of ``ray start`` on this node) or
+        "ray://host:10001" (Ray Client).
+    ray_workers : int, optional; row shards, i.e. tasks run in parallel per stage (default: the
+        cluster's CPUs).
+    ray_max_retries : int, default 3; retries of a task whose worker died.  When they are
+        exhausted a ``RayRunError`` is raised (nothing has been written anywhere).
 
     Returns
     -------
@@ -268,8 +286,17 @@ def score_label_issues(
         max_dim=max_dim, filter_by=filter_by, ambiguity_margin=ambiguity_margin, flag_margin=flag_margin, outlier_z=outlier_z,
         compute_importance=compute_importance,
     )
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray'; got {backend!r}.")
+    if backend == "ray":
+        params.update(backend=backend, ray_address=ray_address)
     X = None
     if features is not None:
+        if backend == "ray":  # rows go to Ray's object store; the sums run where they live
+            from ..distributed.ray_scoring import shard_features
+
+            features = shard_features(features, n, address=ray_address, num_shards=ray_workers,
+                                      max_retries=ray_max_retries)
         X = validate_features(features, n)
         if n <= k:
             raise ValueError(f"Only N={n} samples for k={k} neighbours: need N > k; lower k or add samples.")

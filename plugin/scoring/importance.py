@@ -60,6 +60,10 @@ def class_conditional_leverage(
     leverage : float32 (N,), >= 0, mean 1 within each class with >= 2 samples (1.0 for
         singleton classes).  Higher = more unusual within its labelled class.
     """
+    if getattr(features, "is_sharded", False):  # rows held by a distributed backend
+        if classes_to_update is not None or previous is not None:
+            raise ValueError("classes_to_update= needs features held in this process (backend='local').")
+        return features.class_conditional_leverage(labels, n_classes=n_classes, energy=energy, max_rank=max_rank)
     labels = np.asarray(labels, dtype=np.int64)
     X = features
     n, d = X.shape
@@ -77,20 +81,45 @@ def class_conditional_leverage(
         mu = Xc.mean(axis=0, dtype=np.float64).astype(np.float32)
         Xc = Xc - mu
         cov = (Xc.T @ Xc).astype(np.float64)
-        evals, evecs = eigh_single_thread(cov)
-        evals = evals[::-1]
-        evecs = evecs[:, ::-1]
-        pos = evals > evals[0] * 1e-7 if evals[0] > 0 else np.zeros_like(evals, bool)
-        total = evals[pos].sum()
-        if total <= 0:
-            out[idx] = 1.0
-            continue
-        r = int(np.searchsorted(np.cumsum(evals[pos]) / total, energy) + 1)
-        r = min(r, idx.size - 1, int(pos.sum()), max_rank or d)
-        proj = (Xc @ evecs[:, :r].astype(np.float32)) / np.sqrt(evals[:r]).astype(np.float32)
-        h = np.einsum("ij,ij->i", proj, proj)  # ||U_i||^2
-        out[idx] = h * idx.size / r
+        basis = leverage_basis(cov, idx.size, energy=energy, max_rank=max_rank)
+        out[idx] = 1.0 if basis is None else leverage_of_rows(Xc, basis)
     return out
+
+
+def leverage_basis(cov: np.ndarray, n_c: int, *, energy: float = 0.9, max_rank: Optional[int] = None):
+    """The top principal directions of one class (see module docstring).
+
+    Parameters
+    ----------
+    cov : float64 (d, d), the scatter matrix ``X_c^T X_c`` of the class's centred rows (any
+        positive multiple of it gives the same leverage).
+    n_c : number of rows in the class (>= 2).
+
+    Returns
+    -------
+    None when the class has no variance (its leverage is 1), else ``(V, sqrt_evals, r, n_c)``:
+    V float32 (d, r) eigenvectors, sqrt_evals float32 (r,), r the rank keeping ``energy``.
+    """
+    d = cov.shape[0]
+    evals, evecs = eigh_single_thread(cov)
+    evals = evals[::-1]
+    evecs = evecs[:, ::-1]
+    pos = evals > evals[0] * 1e-7 if evals[0] > 0 else np.zeros_like(evals, bool)
+    total = evals[pos].sum()
+    if total <= 0:
+        return None
+    r = int(np.searchsorted(np.cumsum(evals[pos]) / total, energy) + 1)
+    r = min(r, n_c - 1, int(pos.sum()), max_rank or d)
+    return (np.ascontiguousarray(evecs[:, :r].astype(np.float32)), np.sqrt(evals[:r]).astype(np.float32), r, n_c)
+
+
+def leverage_of_rows(Xc: np.ndarray, basis) -> np.ndarray:
+    """``h_i * n_c / r`` (float32 (m,)) for centred rows ``Xc`` (m, d) of a class with the
+    ``basis`` of :func:`leverage_basis` (the rows may be any subset of the class)."""
+    V, sq, r, n_c = basis
+    proj = (Xc @ V) / sq
+    h = np.einsum("ij,ij->i", proj, proj)  # ||U_i||^2
+    return h * n_c / r
 
 
 def logistic_sensitivity(leverage: np.ndarray, losses: np.ndarray) -> np.ndarray:

@@ -77,20 +77,62 @@ def _spherical_kmeans(Xt, n_lists: int, n_iter: int, gen):
     return cent
 
 
+def _ivf_sizes(n: int, n_probe: int, n_lists: Optional[int]):
+    """``(n_lists, n_probe)`` of the IVF index for N rows (see :func:`_ivf_knn`)."""
+    if n_lists is None:
+        n_lists = int(np.sqrt(n_probe * n))
+    n_lists = int(max(1, min(n_lists, n // 8)))
+    return n_lists, int(min(n_probe, n_lists))
+
+
+def _ivf_train_rows(n: int, n_lists: int, train_per_list: int, gen):
+    """Sorted row indices (torch int64) of the k-means training subsample drawn from ``gen``, or
+    None when all N rows train."""
+    import torch
+
+    m = min(n, max(train_per_list * n_lists, 10_000))
+    return None if m >= n else torch.sort(torch.randperm(n, generator=gen)[:m]).values
+
+
+def _ivf_probe_table(cent, n_probe: int) -> np.ndarray:
+    """(n_lists, n_rank) int64: the lists nearest to every list's centroid (itself first)."""
+    import torch
+
+    n_lists = cent.shape[0]
+    cc = cent @ cent.T
+    n_rank = int(min(n_lists, max(4 * n_probe, n_probe + 8)))
+    return torch.topk(cc, n_rank, dim=1).indices.numpy()
+
+
+def _ivf_candidate_lists(c: int, counts: np.ndarray, probe: np.ndarray, n_probe: int, k: int):
+    """Lists searched for the queries of list c: c first, then its nearest lists until at least
+    ``n_probe`` lists and more than k candidate rows (all lists for a pathological tiny index)."""
+    n_lists = counts.shape[0]
+    lists = [c] + [int(l) for l in probe[c] if l != c]
+    take, tot = [], 0
+    for j, l in enumerate(lists):  # at least n_probe lists and k + 1 candidates
+        if j >= n_probe and tot > k:
+            break
+        take.append(l)
+        tot += int(counts[l])
+    if tot <= k:  # pathological tiny index: fall back to all lists
+        take = list(range(n_lists))
+        take.remove(c)
+        take = [c] + take
+    return take
+
+
 def _ivf_knn(Xn: np.ndarray, k: int, *, n_probe: int = 8, n_lists: Optional[int] = None, n_iter: int = 8,
              train_per_list: int = 32, random_state=0):
     """Approximate cosine kNN of every row of the unit rows ``Xn`` (IVF, see module docstring)."""
     import torch
 
     n, d = Xn.shape
-    if n_lists is None:
-        n_lists = int(np.sqrt(n_probe * n))
-    n_lists = int(max(1, min(n_lists, n // 8)))
-    n_probe = int(min(n_probe, n_lists))
+    n_lists, n_probe = _ivf_sizes(n, n_probe, n_lists)
     gen = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
     Xt = torch.from_numpy(Xn)
-    m = min(n, max(train_per_list * n_lists, 10_000))
-    train = Xt if m >= n else Xt[torch.sort(torch.randperm(n, generator=gen)[:m]).values]
+    tr = _ivf_train_rows(n, n_lists, train_per_list, gen)
+    train = Xt if tr is None else Xt[tr]
     cent = _spherical_kmeans(train, n_lists, n_iter, gen)
     del train
     assign = torch.empty(n, dtype=torch.int64)
@@ -102,10 +144,8 @@ def _ivf_knn(Xn: np.ndarray, k: int, *, n_probe: int = 8, n_lists: Optional[int]
     starts[1:] = torch.cumsum(counts, 0)
     Xs = Xt[order]  # rows grouped by list (one (N, d) copy)
     del Xt
-    cc = cent @ cent.T
-    n_rank = int(min(n_lists, max(4 * n_probe, n_probe + 8)))
-    probe = torch.topk(cc, n_rank, dim=1).indices  # nearest lists of every list (itself first)
-    counts_np, starts_np, probe_np = counts.numpy(), starts.numpy(), probe.numpy()
+    probe_np = _ivf_probe_table(cent, n_probe)  # nearest lists of every list (itself first)
+    counts_np, starts_np = counts.numpy(), starts.numpy()
     order_np = order.numpy()
     idx_out = np.empty((n, k), np.int64)
     dist_out = np.empty((n, k), np.float32)
@@ -113,17 +153,7 @@ def _ivf_knn(Xn: np.ndarray, k: int, *, n_probe: int = 8, n_lists: Optional[int]
         g = int(counts_np[c])
         if g == 0:
             continue
-        lists = [c] + [int(l) for l in probe_np[c] if l != c]
-        take, tot = [], 0
-        for j, l in enumerate(lists):  # at least n_probe lists and k + 1 candidates
-            if j >= n_probe and tot > k:
-                break
-            take.append(l)
-            tot += int(counts_np[l])
-        if tot <= k:  # pathological tiny index: fall back to all lists
-            take = list(range(n_lists))
-            take.remove(c)
-            take = [c] + take
+        take = _ivf_candidate_lists(c, counts_np, probe_np, n_probe, k)
         cand = np.concatenate([np.arange(starts_np[l], starts_np[l + 1]) for l in take])
         ct = torch.from_numpy(cand)
         C = Xs[ct]
@@ -179,6 +209,11 @@ def knn_search(
     indices : int64 array, shape (Q, k), neighbours sorted by increasing distance.
     distances : float32 array, shape (Q, k), cosine distance ``1 - cos`` in [0, 2].
     """
+    if getattr(features, "is_sharded", False):  # rows held by a distributed backend
+        if queries is not None or exclude is not None:
+            raise ValueError("queries= and exclude= need features held in this process (backend='local').")
+        return features.knn_search(k, method=method, approx_threshold=approx_threshold, block_size=block_size,
+                                   random_state=random_state, n_probe=n_probe, n_lists=n_lists)
     X = np.asarray(features) if not isinstance(features, np.memmap) else features
     if X.ndim != 2:
         raise ValueError(f"features must be 2-D (N, d); got shape {X.shape}.")

@@ -128,6 +128,8 @@ def validate_features(features, n_samples: Optional[int] = None, *, name: str = 
     """
     if features is None:
         raise ValueError(f"{name} is None.")
+    if getattr(features, "is_sharded", False):  # rows held by a distributed backend
+        return features.validate(n_samples, name=name, ignore_rows=ignore_rows)
     if not isinstance(features, np.ndarray):
         features = np.asarray(features)
     if features.ndim != 2:
@@ -162,16 +164,22 @@ def validate_features(features, n_samples: Optional[int] = None, *, name: str = 
         _release_pages(features, a, a + step)
         if len(bad_rows) >= 5:
             break
-    if bad_rows:
+    raise_feature_errors(name, bad_rows, zero_rows)
+    return features
+
+
+def raise_feature_errors(name: str, bad_rows, zero_rows) -> None:
+    """Raise the ValueError of :func:`validate_features` for rows with NaN/inf (``bad_rows``) or
+    all zeros (``zero_rows``); no-op when both are empty."""
+    if len(bad_rows):
         raise ValueError(
-            f"{name} contains NaN or inf (e.g. rows {bad_rows[:5]}): recompute or drop those embeddings."
+            f"{name} contains NaN or inf (e.g. rows {list(bad_rows)[:5]}): recompute or drop those embeddings."
         )
-    if zero_rows:
+    if len(zero_rows):
         raise ValueError(
-            f"{name} has all-zero rows (e.g. rows {zero_rows[:5]}): such embeddings carry no information "
+            f"{name} has all-zero rows (e.g. rows {list(zero_rows)[:5]}): such embeddings carry no information "
             "(failed image load?); recompute or drop them."
         )
-    return features
 
 
 def assign_folds(labels: np.ndarray, n_folds: int = 5, random_state=0) -> np.ndarray:
@@ -212,6 +220,19 @@ def eigh_single_thread(a: np.ndarray):
         return np.linalg.eigh(a)
     with threadpool_limits(limits=1, user_api="blas"):
         return np.linalg.eigh(a)
+
+
+def column_moments(X, chunk_size: int = 32_768):
+    """Per-column ``(sum x, sum x^2)`` of the rows of ``X`` (N, d) as float64 (d,) arrays,
+    accumulated chunk by chunk from float32 blocks (the sums a sharded backend adds up)."""
+    d = X.shape[1]
+    s = np.zeros(d, np.float64)
+    ss = np.zeros(d, np.float64)
+    for a in range(0, X.shape[0], chunk_size):
+        blk = np.asarray(X[a : a + chunk_size])
+        s += blk.sum(axis=0, dtype=np.float64)
+        ss += np.einsum("ij,ij->j", blk, blk, dtype=np.float64)
+    return s, ss
 
 
 class Preprocessor:
@@ -255,12 +276,10 @@ class Preprocessor:
             self.proj_mean = (self.mean @ self.components).astype(np.float32)
             self.scale = np.sqrt(np.clip(evals[order], 1e-12, None)).astype(np.float32)
         else:
-            s = np.zeros(d, np.float64)
-            ss = np.zeros(d, np.float64)
-            for a in range(0, n, cs):
-                blk = np.asarray(X[a : a + cs])
-                s += blk.sum(axis=0, dtype=np.float64)
-                ss += np.einsum("ij,ij->j", blk, blk, dtype=np.float64)
+            if getattr(X, "is_sharded", False):  # sums computed where the rows live
+                s, ss = X.column_moments(cs)
+            else:
+                s, ss = column_moments(X, cs)
             mean = s / n
             self.mean = mean.astype(np.float32)
             var = np.clip(ss / n - mean**2, 0, None) * n / max(n - 1, 1)
@@ -274,7 +293,10 @@ class Preprocessor:
         return self.components is None
 
     def transform(self, X) -> np.ndarray:
-        """Return z-scored (projected) float32 features, computed chunk by chunk."""
+        """Return z-scored (projected) float32 features, computed chunk by chunk (sharded rows are
+        transformed where they live and stay sharded)."""
+        if getattr(X, "is_sharded", False):
+            return X.map_transform(self)
         n = X.shape[0]
         d_out = self.scale.shape[0]
         out = np.empty((n, d_out), np.float32)
@@ -344,10 +366,38 @@ class _LinearSoftmax:
         return self.logits_on(self.X if rows is None else self.X[rows], W, b)
 
 
+_REMOTE_LOSS = None
+
+
+def _remote_loss():
+    """A torch autograd Function whose forward is ``segments.loss_sum(W, b)`` -> ``(sum_i CE_i,
+    dW, db)`` computed elsewhere (e.g. by workers holding shards) and whose backward returns
+    those gradients, so L-BFGS runs unchanged on the driver."""
+    global _REMOTE_LOSS
+    if _REMOTE_LOSS is None:
+        import torch
+
+        class _RemoteLoss(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, W, b, segments):
+                loss, gW, gb = segments.loss_sum(W.detach(), b.detach())
+                ctx.save_for_backward(gW, gb)
+                return torch.tensor(float(loss), dtype=W.dtype, device=W.device)
+
+            @staticmethod
+            def backward(ctx, grad):
+                gW, gb = ctx.saved_tensors
+                return grad * gW, grad * gb, None
+
+        _REMOTE_LOSS = _RemoteLoss
+    return _REMOTE_LOSS
+
+
 def _fit_lbfgs(lin, segments, n_train, C, W0, b0, max_iter, tol, precond=None):
     """Minimise ``sum_seg sum_i w_i CE(logits_i, y_i) / n_train + ||W||^2 / (2 C n_train)``.
 
-    ``segments``: list of ``(X block, y block, weights or None)``.  With ``precond`` (a (d, d)
+    ``segments``: list of ``(X block, y block, weights or None)``, or an object whose
+    ``loss_sum(W, b)`` returns ``(sum of CE over its rows, dW, db)`` (a sharded backend).  With ``precond`` (a (d, d)
     matrix T) L-BFGS runs on V with ``W = T V`` (same objective, better conditioned); W0 is given
     and W is returned in the original coordinates.
     """
@@ -378,13 +428,16 @@ def _fit_lbfgs(lin, segments, n_train, C, W0, b0, max_iter, tol, precond=None):
     def closure():
         opt.zero_grad()
         W = weights()
-        loss = 0.0
-        for Xs, ys, ws in segments:
-            z = lin.logits_on(Xs, W, b)
-            if ws is None:
-                loss = loss + F.cross_entropy(z, ys, reduction="sum")
-            else:
-                loss = loss + (F.cross_entropy(z, ys, reduction="none") * ws).sum()
+        if hasattr(segments, "loss_sum"):  # data term summed where the rows live
+            loss = _remote_loss().apply(W, b, segments)
+        else:
+            loss = 0.0
+            for Xs, ys, ws in segments:
+                z = lin.logits_on(Xs, W, b)
+                if ws is None:
+                    loss = loss + F.cross_entropy(z, ys, reduction="sum")
+                else:
+                    loss = loss + (F.cross_entropy(z, ys, reduction="none") * ws).sum()
         loss = loss / n_train + 0.5 * alpha * (W * W).sum()
         loss.backward()
         return loss
@@ -549,22 +602,12 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
 
     prep = Preprocessor(max_dim=max_dim, pca_samples=pca_samples, chunk_size=chunk_size, random_state=random_state)
     prep.fit(X)
-    Z = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # non-writable memmap -> torch warning
-        if prep.folds_into_weights:
-            Xt = torch.from_numpy(np.ascontiguousarray(X)).to(dev)
-            lin = _LinearSoftmax(
-                Xt,
-                torch.from_numpy(prep.mean).to(dev),
-                torch.from_numpy(1.0 / prep.scale).to(dev),
-            )
-        else:
-            Z = prep.transform(X)
-            Xt = torch.from_numpy(Z).to(dev)
-            lin = _LinearSoftmax(Xt)
+    if getattr(X, "is_sharded", False):  # rows held by workers: sums and predictions run there
+        data = X.fold_data(labels, folds, prep, n_folds, dev)
+    else:
+        data = _LocalFoldData(X, labels, folds, prep, n_folds, dev)
+    lin = data.lin
     d_eff = prep.scale.shape[0]
-    yt = torch.from_numpy(labels).to(dev)
     W0 = torch.zeros((d_eff, K), dtype=torch.float32, device=dev)
     b0 = torch.zeros(K, dtype=torch.float32, device=dev)
     # class-prior intercept start
@@ -576,33 +619,21 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
     sub_rows = np.arange(n) if sub is None else sub
     precond = None
     if precondition and prep.folds_into_weights:
-        Xs = np.asarray(X[sub_rows[:: max(1, sub_rows.size // 20_000)]], np.float32)
+        Xs = data.input_rows(sub_rows[:: max(1, sub_rows.size // 20_000)])
         precond = _preconditioner(Xs, prep, K, 1.0 / (C * n_train_typ), dev)
         del Xs
 
     full_W = full_b = None
     if warm_start:
-        if sub is None:
-            segs = [(Xt, yt, None)]
-        else:
-            st = torch.from_numpy(sub).to(dev)
-            segs = [(Xt[st], yt[st], None)]
+        segs = data.subsample_segments(sub)
         # regularise like a fold model (alpha = 1 / (C * n_train)), averaged loss on the subsample
         full_W, full_b = _fit_lbfgs(lin, segs, sub_rows.size, C * n_train_typ / sub_rows.size, W0, b0,
                                     max_iter, tol, precond)
         del segs
-    pred = np.empty((n, K), np.float32)
     coefs, intercepts = [], []
-    folds_t = torch.from_numpy(folds).to(dev)
-    gather = 4.0 * n * d_eff * (n_folds - 1) / n_folds <= _GATHER_BYTES or not prep.folds_into_weights
     for f in range(n_folds):
-        train = np.flatnonzero(folds != f)
-        n_train = train.size
-        if gather:
-            tr = torch.from_numpy(train).to(dev)
-            segs = [(Xt[tr], yt[tr], None)]
-        else:
-            segs = [(Xt, yt, (folds_t != f).to(torch.float32))]
+        n_train = int(np.count_nonzero(folds != f))
+        segs = data.train_segments(f)
         if warm_start:
             Wf, bf = _fit_lbfgs(lin, segs, n_train, C, full_W, full_b, fold_max_iter, tol, precond)
         else:
@@ -610,12 +641,7 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
         del segs
         coefs.append(Wf)
         intercepts.append(bf)
-        test = np.flatnonzero(folds == f)
-        for a in range(0, test.size, chunk_size):
-            rows = torch.from_numpy(test[a : a + chunk_size]).to(dev)
-            with torch.no_grad():
-                p = torch.softmax(lin.logits(Wf, bf, rows), dim=1)
-            pred[test[a : a + chunk_size]] = p.cpu().numpy()
+    pred = data.predict(coefs, intercepts, chunk_size)
     if not return_state:
         return pred
     state = {
@@ -630,9 +656,80 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
         "tol": tol,
         "precond": None if precond is None else tuple(t.cpu().numpy() for t in precond),
     }
-    if Z is not None:
-        state["projected"] = Z
+    if data.projected is not None:
+        state["projected"] = data.projected
     return pred, state
+
+
+class _LocalFoldData:
+    """The rows of an out-of-fold fit, in this process (torch tensors on ``dev``).
+
+    The interface :func:`_oof` uses (a sharded backend provides the same one via
+    ``features.fold_data(...)``): ``lin`` (the logits map), ``input_rows(idx)`` (float32 rows of
+    the input features), ``subsample_segments(sub)`` / ``train_segments(f)`` (the data term of
+    :func:`_fit_lbfgs` for the warm-start subsample / the training rows of fold f),
+    ``predict(coefs, intercepts, chunk_size)`` (out-of-fold probabilities (N, K)) and
+    ``projected`` (the z-scored PCA features, or None).
+    """
+
+    def __init__(self, X, labels, folds, prep, n_folds, dev):
+        import torch
+
+        n = X.shape[0]
+        self.X = X
+        self.folds = folds
+        self.dev = dev
+        self.projected = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # non-writable memmap -> torch warning
+            if prep.folds_into_weights:
+                self.Xt = torch.from_numpy(np.ascontiguousarray(X)).to(dev)
+                self.lin = _LinearSoftmax(
+                    self.Xt,
+                    torch.from_numpy(prep.mean).to(dev),
+                    torch.from_numpy(1.0 / prep.scale).to(dev),
+                )
+            else:
+                self.projected = prep.transform(X)
+                self.Xt = torch.from_numpy(self.projected).to(dev)
+                self.lin = _LinearSoftmax(self.Xt)
+        self.yt = torch.from_numpy(labels).to(dev)
+        self.folds_t = torch.from_numpy(folds).to(dev)
+        d_eff = prep.scale.shape[0]
+        self.gather = 4.0 * n * d_eff * (n_folds - 1) / n_folds <= _GATHER_BYTES or not prep.folds_into_weights
+
+    def input_rows(self, idx):
+        return np.asarray(self.X[idx], np.float32)
+
+    def subsample_segments(self, sub):
+        import torch
+
+        if sub is None:
+            return [(self.Xt, self.yt, None)]
+        st = torch.from_numpy(sub).to(self.dev)
+        return [(self.Xt[st], self.yt[st], None)]
+
+    def train_segments(self, f):
+        import torch
+
+        if self.gather:
+            tr = torch.from_numpy(np.flatnonzero(self.folds != f)).to(self.dev)
+            return [(self.Xt[tr], self.yt[tr], None)]
+        return [(self.Xt, self.yt, (self.folds_t != f).to(torch.float32))]
+
+    def predict(self, coefs, intercepts, chunk_size):
+        import torch
+
+        K = intercepts[0].shape[0]
+        pred = np.empty((self.folds.shape[0], K), np.float32)
+        for f, (Wf, bf) in enumerate(zip(coefs, intercepts)):
+            test = np.flatnonzero(self.folds == f)
+            for a in range(0, test.size, chunk_size):
+                rows = torch.from_numpy(test[a : a + chunk_size]).to(self.dev)
+                with torch.no_grad():
+                    p = torch.softmax(self.lin.logits(Wf, bf, rows), dim=1)
+                pred[test[a : a + chunk_size]] = p.cpu().numpy()
+        return pred
 
 
 def refit_fold_models(features, labels, state, *, keep=None, max_iter: int = 10, device=None, chunk_size: int = 32_768):
