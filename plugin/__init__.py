@@ -34,6 +34,11 @@ _LAZY = {
     "visualize": ("visualize", "visualize"),
     "compute_detection_issues": ("detection.compute", "compute_detection_issues"),
     "score_detection_issues": ("detection.issues", "score_detection_issues"),
+    "evaluate_cleaning": ("review.evaluate", "evaluate_cleaning"),
+    "load_evaluation": ("review.evaluate", "load_evaluation"),
+    "export_multitask_labels": ("review.multitask_export", "export_multitask_labels"),
+    "refresh_combined": ("multitask", "refresh_combined"),
+    "combine_task_scores": ("multitask", "combine_task_scores"),
 }
 
 __all__ = sorted(_LAZY) + ["register"]

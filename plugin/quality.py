@@ -25,6 +25,11 @@ field, on each label for a Detections/Polylines "patches" field):
 ``audit_suggested_label``      most likely class name
 ``audit_suggested_confidence`` its fused probability
 =============================  ===============================================
+
+``label_field`` may also be a list of Classification fields (multi-task
+classification): each task is then scored as its own run with key
+``<audit_key>_<field>`` and a combined per-sample ranking is written, see
+:mod:`label_audit.multitask`.
 """
 
 import logging
@@ -170,66 +175,10 @@ def _resolve_classes(samples, label_field, labels, classes):
     return classes
 
 
-def compute_label_quality(samples, label_field, embeddings_field="embeddings",
-                          audit_key="audit", classes=None, n_folds=5, k=10,
-                          random_state=0, progress=True, progress_callback=None,
-                          **score_kwargs):
-    """Scores how likely each label is wrong and writes the scores to the dataset.
+def _valid_rows(ids, labels, embs, path, patches):
+    """Rows with both a label and a finite, non-zero embedding of one dimension.
 
-    Args:
-        samples: a FiftyOne dataset or view
-        label_field: a Classification field (one score per sample) or a
-            Detections/Polylines field (one score per object; embeddings on
-            each label, see ``compute_embeddings(patches_field=...)``)
-        embeddings_field ("embeddings"): the sample field (or label
-            attribute, for patches) holding the embeddings
-        audit_key ("audit"): the run key and the prefix of the written fields
-            (see :func:`field_names`)
-        classes (None): the class list; default: the dataset's classes for
-            the field, plus any label present
-        n_folds (5), k (10), random_state (0): see
-            :func:`label_audit.scoring.score_label_issues`
-        progress (True): log progress
-        progress_callback (None): called with ``(fraction, label)``
-        **score_kwargs: more arguments for ``score_label_issues``
-
-    Rows with a missing label or embedding are not scored (their fields are
-    set to None and they are listed in ``results.skipped``).
-
-    The scores are computed before anything is written; the write is one bulk
-    pass, and if it is interrupted (exception or Ctrl-C) the previous values
-    of the written fields are restored, so the dataset is left as it was.
-
-    Returns:
-        a :class:`LabelQualityResults`
-    """
-    from .runs import save_run
-    from .scoring import score_label_issues
-    from .writes import write_rows
-
-    def report(fraction, label):
-        if progress:
-            logger.info("%s (%.0f%%)", label, 100 * fraction)
-        if progress_callback is not None:
-            progress_callback(fraction, label)
-
-    if len(samples) == 0:
-        raise ValueError("The view is empty: there is nothing to score")
-    kind, list_field = _label_list_field(samples, label_field)
-    patches = kind == "patches"
-    if patches:
-        path = "%s.%s.%s" % (label_field, list_field, embeddings_field)
-    else:
-        path = embeddings_field
-    if not samples.has_field(path):
-        raise ValueError(
-            "No embeddings field %r: run label_audit.compute_embeddings(samples%s, "
-            "embeddings_field=%r) first" % (path, ", patches_field=%r" % label_field
-                                            if patches else "", embeddings_field))
-
-    report(0.0, "Reading labels and embeddings")
-    ids, sample_ids, labels, embs = _read_rows(samples, label_field, embeddings_field,
-                                               kind, list_field)
+    Returns ``(keep, skipped, dim)``; raises on a bad embedding."""
     skipped = {}
     keep = []
     dim = None
@@ -255,27 +204,23 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
                     "recompute them with one model" % (path, dim, d,
                                                        "label" if patches else "sample", rid))
             keep.append(r)
-    if len(keep) == 0:
-        raise ValueError("No %s in this view has both a label in %r and an embedding in %r"
-                         % ("object" if patches else "sample", label_field, path))
-    classes = _resolve_classes(samples, label_field, [labels[r] for r in keep], classes)
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[labels[r]] for r in keep], dtype=np.int64)
+    return keep, skipped, dim
+
+
+def _stack(embs, keep, dim):
+    """The (len(keep), dim) float32 matrix of the kept rows' embeddings."""
     X = np.empty((len(keep), dim), dtype=np.float32)
     for i, r in enumerate(keep):
         X[i] = embs[r]
-    del embs
+    return X
 
-    report(0.1, "Scoring %d %s" % (len(keep), "objects" if patches else "samples"))
-    result = score_label_issues(y, features=X, classes=classes, n_folds=n_folds, k=k,
-                                random_state=random_state, **score_kwargs)
 
-    report(0.8, "Writing scores")
-    names = field_names(audit_key)
+def _result_columns(result, classes, keep, n_rows, names):
+    """``{field: (kind, values)}`` over all ``n_rows`` rows (None where unscored)."""
     columns = {}
     for name, kind_ in SCORE_FIELDS:
         values = getattr(result, name)
-        col = [None] * len(ids)
+        col = [None] * n_rows
         if kind_ == "label":
             for i, r in enumerate(keep):
                 col[r] = classes[int(values[i])]
@@ -287,8 +232,13 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
                 v = float(values[i])
                 col[r] = v if np.isfinite(v) else None
         columns[names[name]] = (kind_, col)
-    write_rows(samples, columns, ids, sample_ids,
-               label_path=("%s.%s" % (label_field, list_field)) if patches else None)
+    return columns
+
+
+def _record_run(samples, audit_key, label_field, embeddings_field, patches, classes, n_folds,
+                k, random_state, names, result, y, ids, sample_ids, labels, keep, skipped):
+    """Saves the run record of one scored field; returns its LabelQualityResults."""
+    from .runs import save_run
 
     kept_ids = [ids[r] for r in keep]
     counts = np.bincount(y[result.is_label_issue], minlength=len(classes))
@@ -311,6 +261,108 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
     LAST_RESULTS[(str(dataset._doc.id), audit_key)] = dict(
         run_time=dataset.get_run_info(audit_key).timestamp, ids=kept_ids,
         sample_ids=[sample_ids[r] for r in keep], result=result)
-    report(1.0, "Done")
     return LabelQualityResults(audit_key, label_field, patches, kept_ids,
                                [sample_ids[r] for r in keep], result, skipped, names)
+
+
+def compute_label_quality(samples, label_field, embeddings_field="embeddings",
+                          audit_key="audit", classes=None, n_folds=5, k=10,
+                          random_state=0, progress=True, progress_callback=None,
+                          **score_kwargs):
+    """Scores how likely each label is wrong and writes the scores to the dataset.
+
+    Args:
+        samples: a FiftyOne dataset or view
+        label_field: a Classification field (one score per sample) or a
+            Detections/Polylines field (one score per object; embeddings on
+            each label, see ``compute_embeddings(patches_field=...)``); or a
+            list of Classification fields, one per task of a multi-task
+            dataset (see :func:`label_audit.multitask.compute_multitask_label_quality`,
+            which then takes ``combine="max"`` too and returns a
+            :class:`label_audit.multitask.MultiTaskQualityResults`)
+        embeddings_field ("embeddings"): the sample field (or label
+            attribute, for patches) holding the embeddings
+        audit_key ("audit"): the run key and the prefix of the written fields
+            (see :func:`field_names`)
+        classes (None): the class list; default: the dataset's classes for
+            the field, plus any label present (for a list of fields: a dict
+            ``{field: classes}``)
+        n_folds (5), k (10), random_state (0): see
+            :func:`label_audit.scoring.score_label_issues`
+        progress (True): log progress
+        progress_callback (None): called with ``(fraction, label)``
+        **score_kwargs: more arguments for ``score_label_issues``
+
+    Rows with a missing label or embedding are not scored (their fields are
+    set to None and they are listed in ``results.skipped``).
+
+    The scores are computed before anything is written; the write is one bulk
+    pass, and if it is interrupted (exception or Ctrl-C) the previous values
+    of the written fields are restored, so the dataset is left as it was.
+
+    Returns:
+        a :class:`LabelQualityResults` (a ``MultiTaskQualityResults`` for a
+        list of fields)
+    """
+    from .multitask import compute_multitask_label_quality, refuse_group_key
+    from .scoring import score_label_issues
+    from .writes import write_rows
+
+    if not isinstance(label_field, str):
+        return compute_multitask_label_quality(
+            samples, label_field, embeddings_field=embeddings_field, audit_key=audit_key,
+            classes=classes, n_folds=n_folds, k=k, random_state=random_state,
+            progress=progress, progress_callback=progress_callback, **score_kwargs)
+
+    def report(fraction, label):
+        if progress:
+            logger.info("%s (%.0f%%)", label, 100 * fraction)
+        if progress_callback is not None:
+            progress_callback(fraction, label)
+
+    if len(samples) == 0:
+        raise ValueError("The view is empty: there is nothing to score")
+    refuse_group_key(samples, audit_key, label_field)
+    kind, list_field = _label_list_field(samples, label_field)
+    patches = kind == "patches"
+    if patches:
+        path = "%s.%s.%s" % (label_field, list_field, embeddings_field)
+    else:
+        path = embeddings_field
+    if not samples.has_field(path):
+        raise ValueError(
+            "No embeddings field %r: run label_audit.compute_embeddings(samples%s, "
+            "embeddings_field=%r) first" % (path, ", patches_field=%r" % label_field
+                                            if patches else "", embeddings_field))
+
+    report(0.0, "Reading labels and embeddings")
+    ids, sample_ids, labels, embs = _read_rows(samples, label_field, embeddings_field,
+                                               kind, list_field)
+    keep, skipped, dim = _valid_rows(ids, labels, embs, path, patches)
+    if len(keep) == 0:
+        raise ValueError("No %s in this view has both a label in %r and an embedding in %r"
+                         % ("object" if patches else "sample", label_field, path))
+    classes = _resolve_classes(samples, label_field, [labels[r] for r in keep], classes)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[labels[r]] for r in keep], dtype=np.int64)
+    X = _stack(embs, keep, dim)
+    del embs
+
+    report(0.1, "Scoring %d %s" % (len(keep), "objects" if patches else "samples"))
+    result = score_label_issues(y, features=X, classes=classes, n_folds=n_folds, k=k,
+                                random_state=random_state, **score_kwargs)
+
+    report(0.8, "Writing scores")
+    names = field_names(audit_key)
+    columns = _result_columns(result, classes, keep, len(ids), names)
+    write_rows(samples, columns, ids, sample_ids,
+               label_path=("%s.%s" % (label_field, list_field)) if patches else None)
+
+    out = _record_run(samples, audit_key, label_field, embeddings_field, patches, classes,
+                      n_folds, k, random_state, names, result, y, ids, sample_ids, labels,
+                      keep, skipped)
+    from .multitask import refresh_groups_of
+
+    refresh_groups_of(samples, audit_key)  # a task of a multi-task audit: its combined fields
+    report(1.0, "Done")
+    return out

@@ -2,10 +2,11 @@
 
 from .detection import ComputeDetectionIssues
 from .embeddings import ComputeEmbeddings
+from .evaluate import EvaluateCleaning
 from .quality import ComputeLabelQuality
 from .panel import LabelAuditPanel
 from .review import REVIEW_OPERATORS
 from .visualize import VisualizeEmbeddings
 
-OPERATORS = [ComputeEmbeddings, ComputeLabelQuality] + REVIEW_OPERATORS + [
+OPERATORS = [ComputeEmbeddings, ComputeLabelQuality] + REVIEW_OPERATORS + [EvaluateCleaning,
     VisualizeEmbeddings, ComputeDetectionIssues, LabelAuditPanel]

@@ -1,5 +1,9 @@
 """Panel: Label audit — cleaning rounds (AUC and fixes per round), the score
-histogram, and whether the AUC has plateaued. SDK twin: ``label_audit.cleaning_rounds``."""
+histogram, whether the AUC has plateaued, and the last cleaning evaluation
+table. SDK twins: ``label_audit.cleaning_rounds``, ``label_audit.load_evaluation``.
+
+For a multi-task audit key the panel shows one AUC / fixed trace per task, the
+histogram of the combined score and the per-task summary."""
 
 import numpy as np
 
@@ -8,7 +12,67 @@ import fiftyone.operators.types as types
 
 
 def panel_data(dataset, audit_key="audit"):
-    """Plot traces and summary text for a dataset (plain dicts; testable)."""
+    """Plot traces and summary text for a dataset (plain dicts; testable).
+
+    Keys: ``auc``, ``fixed``, ``histogram`` (plotly traces), ``summary``,
+    ``plateaued``, ``n_rounds``, ``evaluation`` (Markdown table of the last
+    :func:`label_audit.evaluate_cleaning` for the key, or None) and
+    ``evaluation_rows``."""
+    from label_audit.multitask import group_config
+    from label_audit.review.evaluate import load_evaluation
+
+    group = group_config(dataset, audit_key)
+    if group is not None:
+        data = _group_data(dataset, audit_key, group)
+    else:
+        data = _rounds_data(dataset, audit_key)
+    evaluation = load_evaluation(dataset, audit_key)
+    data["evaluation"] = evaluation.markdown() if evaluation is not None else None
+    data["evaluation_rows"] = evaluation.rows if evaluation is not None else []
+    return data
+
+
+def _histogram(dataset, field):
+    if dataset.has_sample_field(field):
+        scores = np.array([s for s in dataset.values(field) if s is not None], dtype=float)
+        if scores.size:
+            counts, edges = np.histogram(scores, bins=20, range=(0.0, 1.0))
+            return [dict(x=((edges[:-1] + edges[1:]) / 2).tolist(), y=counts.tolist(),
+                         type="bar", name=field)]
+    return []
+
+
+def _group_data(dataset, audit_key, group):
+    """One AUC and fixed trace per task of a multi-task audit."""
+    from label_audit.multitask import group_summary
+    from label_audit.review.rounds import cleaning_rounds
+
+    auc, fixed, lines, plateaued, n_rounds = [], [], [], [], 0
+    for field in group["label_fields"]:
+        key = group["task_keys"][field]
+        rounds = cleaning_rounds(dataset, audit_key=key)
+        xs = [r["round"] for r in rounds.rounds]
+        n_rounds = max(n_rounds, len(rounds))
+        if rounds.rounds:
+            auc.append(dict(x=xs, y=[r["auc_macro"] for r in rounds.rounds], type="scatter",
+                            mode="lines+markers", name="%s macro AUC" % field))
+            fixed.append(dict(x=xs, y=[r.get("fixed", 0) for r in rounds.rounds], type="bar",
+                              name="%s fixed" % field))
+            plateaued.append(rounds.plateaued)
+            last = rounds.rounds[-1]
+            lines.append("%s (%s): %d round(s), macro AUC %.4f, %s" % (
+                field, key, len(rounds) - 1, last["auc_macro"],
+                "plateaued" if rounds.plateaued else "still improving"))
+        else:
+            lines.append("%s (%s): no cleaning round yet" % (field, key))
+    field = (group.get("fields") or {}).get("label_issue_score",
+                                            "%s_label_issue_score" % audit_key)
+    summary = group_summary(dataset, audit_key) + "\n\n" + "\n".join(lines)
+    return dict(auc=auc, fixed=fixed, histogram=_histogram(dataset, field), summary=summary,
+                plateaued=bool(plateaued) and all(plateaued), n_rounds=n_rounds)
+
+
+def _rounds_data(dataset, audit_key):
     from label_audit.review.rounds import CleaningRounds, cleaning_rounds
 
     message = None
@@ -26,14 +90,7 @@ def panel_data(dataset, audit_key="audit"):
                   name="fixed"),
              dict(x=xs, y=[r.get("reviewed", 0) for r in rounds.rounds], type="bar",
                   name="reviewed")]
-    field = "%s_label_issue_score" % audit_key
-    hist = []
-    if dataset.has_sample_field(field):
-        scores = np.array([s for s in dataset.values(field) if s is not None], dtype=float)
-        if scores.size:
-            counts, edges = np.histogram(scores, bins=20, range=(0.0, 1.0))
-            hist = [dict(x=((edges[:-1] + edges[1:]) / 2).tolist(), y=counts.tolist(),
-                         type="bar", name=field)]
+    hist = _histogram(dataset, "%s_label_issue_score" % audit_key)
     return dict(auc=auc, fixed=fixed, histogram=hist, summary=message or rounds.summary(),
                 plateaued=bool(rounds.plateaued), n_rounds=len(rounds))
 
@@ -53,6 +110,7 @@ class LabelAuditPanel(foo.Panel):
         ctx.panel.set_data("fixed_plot", data["fixed"])
         ctx.panel.set_data("score_hist", data["histogram"])
         ctx.panel.set_state("summary", data["summary"])
+        ctx.panel.set_state("evaluation", data["evaluation"])
 
     def on_load(self, ctx):
         ctx.panel.set_state("audit_key", "audit")
@@ -74,4 +132,10 @@ class LabelAuditPanel(foo.Panel):
                                              height=260))
         panel.md("**label_issue_score histogram**", name="hist_caption")
         panel.plot("score_hist", layout=dict(xaxis=dict(title="score"), height=260))
+        if ctx.panel.state.evaluation:
+            panel.md("**Cleaning evaluation** (original vs. cleaned vs. suggested labels)\n\n"
+                     + ctx.panel.state.evaluation, name="evaluation_md")
+        else:
+            panel.md("Run 'Evaluate cleaning' to compare a probe trained on the original, "
+                     "cleaned and suggested labels", name="evaluation_md")
         return types.Property(panel, view=types.GridView(orientation="vertical"))

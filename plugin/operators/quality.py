@@ -3,8 +3,8 @@
 import fiftyone as fo
 import fiftyone.operators.types as types
 
-from .common import (DelegableOperator, Progress, add_field_choice, delegable_config,
-                     delegation_input, label_fields)
+from .common import (DelegableOperator, Progress, add_field_choice, backend_input, backend_params,
+                     delegable_config, delegation_input, label_fields)
 
 
 class ComputeLabelQuality(DelegableOperator):
@@ -28,8 +28,27 @@ class ComputeLabelQuality(DelegableOperator):
                 label="No label field",
                 description="This dataset has no Classification, Detections or Polylines field to audit"))
             return types.Property(inputs)
-        add_field_choice(inputs, "label_field", fields, "Label field",
-                         description="Classification: one score per sample; Detections/Polylines: one per object")
+        classification = label_fields(view, fo.Classification)
+        if len(classification) >= 2:
+            inputs.bool("multitask", default=False, label="Several tasks (multi-task)",
+                        description="Score several Classification fields of the same samples "
+                                    "(one run per task, key <audit key>_<field>, plus a "
+                                    "combined ranking)")
+        if ctx.params.get("multitask") and len(classification) >= 2:
+            dropdown = types.DropdownView(multiple=True)
+            for f in classification:
+                dropdown.add_choice(f, label=f)
+            inputs.list("label_fields", types.String(), required=True, label="Label fields",
+                        description="The Classification fields to audit, one per task",
+                        view=dropdown)
+            add_field_choice(inputs, "combine", ("max", "noisy_or"), "Combined score",
+                             default="max",
+                             description="max: a sample is as suspicious as its worst task; "
+                                         "noisy_or: 1 - prod(1 - score) over tasks")
+        else:
+            add_field_choice(inputs, "label_field", fields, "Label field",
+                             description="Classification: one score per sample; "
+                                         "Detections/Polylines: one per object")
         inputs.str("embeddings_field", default="embeddings", required=False,
                    label="Embeddings field",
                    description="Sample field (or label attribute for objects) from 'Compute embeddings'")
@@ -38,6 +57,7 @@ class ComputeLabelQuality(DelegableOperator):
         inputs.int("n_folds", default=5, min=2, label="Folds",
                    description="Cross-validation folds for the out-of-fold probabilities")
         inputs.int("k", default=10, min=1, label="Neighbours (k)")
+        backend_input(inputs, ctx)
         delegation_input(inputs, ctx, default=len(view) > 5000)
         return types.Property(inputs, view=types.View(label="Compute label quality"))
 
@@ -46,18 +66,31 @@ class ComputeLabelQuality(DelegableOperator):
 
         params = ctx.params
         progress = Progress(ctx, "Scoring")
+        multitask = bool(params.get("multitask"))
+        extra = dict(combine=params.get("combine") or "max") if multitask else {}
         results = label_audit.compute_label_quality(
             ctx.target_view(),
-            params["label_field"],
+            list(params.get("label_fields") or []) if multitask else params["label_field"],
             embeddings_field=params.get("embeddings_field") or "embeddings",
             audit_key=params.get("audit_key") or "audit",
             n_folds=int(params.get("n_folds") or 5),
             k=int(params.get("k") or 10),
             progress=False,
             progress_callback=lambda f, label: progress(f),
+            **extra,
+            **backend_params(params),
         )
         if not ctx.delegated:
             ctx.ops.reload_dataset()
+        if multitask:
+            return {
+                "num_scored": len(results.ids),
+                "num_skipped": sum(len(t.skipped) for t in results.tasks.values()),
+                "num_label_issues": int((results.num_label_issues > 0).sum()),
+                "sort_field": results.fields["label_issue_score"],
+                "task_keys": list(results.task_keys.values()),
+                "summary": results.summary(),
+            }
         r = results.result
         return {
             "num_scored": len(results.ids),
@@ -73,5 +106,10 @@ class ComputeLabelQuality(DelegableOperator):
         outputs.int("num_skipped", label="Skipped (missing label or embedding)")
         outputs.int("num_label_issues", label="Flagged as label issues")
         outputs.str("sort_field", label="Sort by this field (descending)")
-        outputs.str("summary", label="Summary")
+        if ctx.params.get("multitask"):
+            outputs.list("task_keys", types.String(),
+                         label="Task audit keys (review each task with its key)")
+            outputs.str("summary", label="Summary", view=types.CodeView(language="text"))
+        else:
+            outputs.str("summary", label="Summary")
         return types.Property(outputs)

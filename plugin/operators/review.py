@@ -2,13 +2,15 @@
 
 =========================  ===================================================
 find_confused_classes      linear probe confusion; opens the worst class
-show_suspects              sets the view to the top-N rows by a score
+show_suspects              sets the view to the top-N rows by a score (a
+                           multi-task audit: by the combined score)
 relabel / accept_suggested_labels / mark_for_deletion / mark_as_correct /
 clear_decisions            tag decisions on the selected samples or labels
 apply_decisions            write them (delegable), re-score, record a round
 undo_decisions             exact undo of the last apply
 cleaning_rounds            the rounds and whether the AUC plateaued
-export_cleanset            CSV + exclude list (+ cleaned clone), delegable
+export_cleanset            CSV + exclude list (+ cleaned clone), delegable; for a
+                           multi-task audit: the per-task labels CSV
 =========================  ===================================================
 """
 
@@ -20,15 +22,33 @@ from .common import (DelegableOperator, Progress, add_field_choice, delegable_co
 
 
 def _audit_keys(ctx):
+    """The label-quality runs: single-field runs and the tasks of multi-task audits
+    (multi-task group records are not runs one can review)."""
     try:
         return sorted(ctx.dataset.list_runs(method="label_audit.label_quality"))
     except Exception:
         return []
 
 
-def _audit_key_input(inputs, ctx):
-    """Adds the audit-key choice; returns False (and a warning) when there is none."""
+def _groups(ctx):
+    from label_audit.multitask import list_groups
+
+    return list_groups(ctx.dataset)
+
+
+def _is_group(ctx):
+    """True when the chosen (or the default, first offered) key is a multi-task audit."""
+    groups = _groups(ctx)
+    key = ctx.params.get("audit_key") or (groups[0] if groups else None)
+    return key is not None and key in groups
+
+
+def _audit_key_input(inputs, ctx, groups=False):
+    """Adds the audit-key choice; returns False (and a warning) when there is none.
+    ``groups``: also offer multi-task audits (for operators that handle them)."""
     keys = _audit_keys(ctx)
+    if groups:
+        keys = _groups(ctx) + keys
     if not keys:
         inputs.view("warning", types.Warning(
             label="No label-quality run",
@@ -123,8 +143,18 @@ class ShowSuspects(foo.Operator):
     def resolve_input(self, ctx):
         from label_audit.review.suspects import SCORES
 
+        from label_audit.review.suspects import GROUP_SCORES
+
         inputs = types.Object()
-        if _audit_key_input(inputs, ctx):
+        ok = _audit_key_input(inputs, ctx, groups=True)
+        if ok and _is_group(ctx):
+            add_field_choice(inputs, "score", GROUP_SCORES, "Combined score",
+                             default="label_issue_score",
+                             description="Over all tasks of the multi-task audit; decide with "
+                                         "a task's audit key")
+            inputs.int("n", default=25, min=1, label="How many")
+            inputs.bool("bottom", default=False, label="Lowest scores first")
+        elif ok:
             add_field_choice(inputs, "score", SCORES, "Score", default="label_issue_score")
             try:
                 classes = _context(ctx).classes()
@@ -373,12 +403,16 @@ class ExportCleanset(DelegableOperator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        if _audit_key_input(inputs, ctx):
+        if _audit_key_input(inputs, ctx, groups=True):
+            group = _is_group(ctx)
             inputs.str("output_dir", required=True, label="Output folder",
-                       description="cleanset.csv and exclude.txt are written there")
+                       description="multitask_labels.csv (per task: original, cleaned and "
+                                   "suggested label) is written there" if group else
+                                   "cleanset.csv and exclude.txt are written there")
             inputs.bool("overwrite", default=False, label="Overwrite existing files")
-            inputs.str("clone_name", required=False, label="Cleaned copy (dataset name)",
-                       description="Optional: clone without the excluded samples or labels")
+            if not group:
+                inputs.str("clone_name", required=False, label="Cleaned copy (dataset name)",
+                           description="Optional: clone without the excluded samples or labels")
             delegation_input(inputs, ctx, default=False)
         return types.Property(inputs, view=types.View(label="Export clean set"))
 
@@ -386,6 +420,13 @@ class ExportCleanset(DelegableOperator):
         import label_audit
 
         p = ctx.params
+        if _audit_key(ctx) in _groups(ctx):
+            report = label_audit.export_multitask_labels(
+                ctx.target_view(), p["output_dir"], audit_key=_audit_key(ctx),
+                overwrite=bool(p.get("overwrite")))
+            return {"csv_path": report.csv_path, "exclude_path": "", "num_rows": report.num_rows,
+                    "num_excluded": sum(c["excluded"] for c in report.tasks.values()),
+                    "summary": report.summary()}
         report = label_audit.export_cleanset(
             ctx.target_view(), p["output_dir"], audit_key=_audit_key(ctx),
             clone_name=p.get("clone_name") or None, overwrite=bool(p.get("overwrite")))

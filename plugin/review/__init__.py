@@ -13,4 +13,9 @@ are FiftyOne glue. Public functions are exported lazily from ``label_audit``::
     la.cleaning_rounds(dataset)                          # AUC per round, plateau?
     la.undo_decisions(dataset)                           # exact undo of the last apply
     la.export_cleanset(dataset, "/tmp/clean")
+    la.evaluate_cleaning(dataset, reference_fields="true_label")   # original vs cleaned vs suggested
+
+Multi-task audits (several label fields, see :mod:`label_audit.multitask`)
+are reviewed one task at a time with the task's key (``audit_<field>``);
+:mod:`.multitask_export` writes every task's labels to one CSV.
 """

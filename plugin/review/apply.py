@@ -150,9 +150,20 @@ def _restore_image(ctx, image):
         missing = [d for d in deleted if d["_id"] not in present]
         if missing:
             coll.insert_many(missing)
+    docs = json_util.loads(image["docs"])
+    # tags: restore this audit key's decision tags only; keep every other tag as it is
+    # now (another task's decisions or the user's tags may have changed since)
+    prefix = ctx.audit_key + ":"
+    current_tags = {}
+    if "tags" in image["fields"] and docs:
+        current_tags = {d["_id"]: d.get("tags") or [] for d in coll.find(
+            {"_id": {"$in": [d["_id"] for d in docs]}}, {"tags": 1})}
     ops = []
-    for doc in json_util.loads(image["docs"]):
+    for doc in docs:
         sets = {f: doc[f] for f in image["fields"] if f in doc}
+        if "tags" in sets and doc["_id"] in current_tags:
+            sets["tags"] = [t for t in current_tags[doc["_id"]] if not t.startswith(prefix)] + [
+                t for t in sets["tags"] or [] if t.startswith(prefix)]
         sets["last_modified_at"] = now
         update = {"$set": sets}
         unsets = {f: "" for f in image["fields"] if f not in doc}
@@ -533,6 +544,7 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
                       rescore=rescore_used, rescore_seconds=seconds)
         state["rounds"].append(round_)
     save_state(ctx, state)
+    _refresh_groups(ctx)
     report(1.0, "Done")
     return ApplyReport(ctx.what, applied, changes, [ids[i] for i in hard],
                        stale if on_stale != "raise" else None, skipped, rescore_used, seconds,
@@ -593,4 +605,17 @@ def undo_decisions(samples, audit_key="audit", label_field=None, force=False):
         state["rounds"] = []  # only the baseline is left
     forget_results(ctx)
     save_state(ctx, state)
+    _refresh_groups(ctx)
     return {k: entry[k] for k in ("id", "user", "timestamp", "applied", "changes")}
+
+
+def _refresh_groups(ctx):
+    """Recomputes the combined fields of the multi-task audits this key is a task of."""
+    from ..multitask import groups_of_task, refresh_combined
+
+    for group in groups_of_task(ctx.root, ctx.audit_key):
+        try:
+            refresh_combined(ctx.root, group)
+        except Exception as e:  # the apply/undo itself succeeded: say how to finish
+            logger.warning("Could not refresh the combined fields of multi-task audit %r (%s): "
+                           "run label_audit.refresh_combined(dataset, %r)", group, e, group)

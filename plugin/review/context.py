@@ -47,6 +47,10 @@ class ReviewContext:
             if getattr(info.config, "method", None) == RUN_METHOD:
                 self.run_info = info
                 config = info.config.serialize()
+            else:
+                from ..multitask import refuse_group_key
+
+                refuse_group_key(root, audit_key, label_field)  # review one task at a time
         if label_field is None:
             label_field = config.get("label_field")
         if label_field is None:

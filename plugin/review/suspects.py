@@ -7,6 +7,9 @@ from .state import load_state, save_state, snapshot
 SCORES = ("label_issue_score", "importance", "self_confidence", "normalized_margin",
           "knn_agreement", "outlier_score", "suggested_confidence")
 
+#: scores of a multi-task audit's combined fields (see label_audit.multitask)
+GROUP_SCORES = ("label_issue_score", "num_label_issues", "num_ambiguous")
+
 
 def ensure_snapshot(ctx):
     """Records the scored labels of the audit run on first use (for the
@@ -26,7 +29,10 @@ def suspects(samples, audit_key="audit", score="label_issue_score", n=25, classe
     Args:
         samples: a dataset or view (for an object field: its patches view is
             built; a patches view of the field is used as is)
-        audit_key ("audit"): the compute_label_quality run
+        audit_key ("audit"): the compute_label_quality run; for a multi-task
+            audit's group key: the samples by the combined score over tasks
+            (``score`` one of :data:`GROUP_SCORES`; decisions are taken per
+            task, with the task's key)
         score ("label_issue_score"): a score name (see :data:`SCORES`) or a
             field name
         n (25): how many (None: all)
@@ -40,6 +46,11 @@ def suspects(samples, audit_key="audit", score="label_issue_score", n=25, classe
     """
     from fiftyone import ViewField as F
 
+    from ..multitask import group_config
+
+    group = group_config(samples, audit_key)
+    if group is not None and label_field is None:
+        return _group_suspects(samples, audit_key, group, score, n, classes, bottom)
     ctx = ReviewContext(samples, audit_key, label_field)
     field = ctx.score_fields.get(score, score)
     if field not in ctx.score_fields.values():
@@ -77,3 +88,20 @@ def suspects(samples, audit_key="audit", score="label_issue_score", n=25, classe
     if n is not None:
         view = view.limit(int(n))
     return view
+
+
+def _group_suspects(samples, audit_key, group, score, n, classes, bottom):
+    """Top-``n`` samples of a multi-task audit by a combined field."""
+    names = group.get("fields") or {}
+    if score not in GROUP_SCORES:
+        raise ValueError("Audit key %r is a multi-task audit: sort by one of %s, or review one "
+                         "task with its key (%s)" % (audit_key, ", ".join(GROUP_SCORES),
+                                                     ", ".join(group["task_keys"].values())))
+    if classes:
+        raise ValueError("classes belong to one task: pass that task's audit key (%s)"
+                         % ", ".join(group["task_keys"].values()))
+    if n is not None and int(n) <= 0:
+        raise ValueError("n must be a positive number of samples (or None for all)")
+    field = names.get(score, "%s_%s" % (audit_key, score))
+    view = samples.exists(field).sort_by(field, reverse=not bottom)
+    return view.limit(int(n)) if n is not None else view
