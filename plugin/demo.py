@@ -276,7 +276,9 @@ def main(argv=None):
         from . import demo_detection
 
         rest = [a for a in argv if a != "--detection"]
-        rest = ["--source" if a == "--dataset" else a for a in rest]
+        rest = ["--source" if a == "--dataset" else
+                "--source=" + a.split("=", 1)[1] if a.startswith("--dataset=") else a
+                for a in rest]
         return demo_detection.main(rest)
     parser = argparse.ArgumentParser(prog="label-audit demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

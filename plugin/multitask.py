@@ -440,7 +440,9 @@ def compute_multitask_label_quality(samples, label_fields, embeddings_field="emb
         prepared.append((f, labs, keep, skipped, dim, cls))
 
     # one float32 matrix of the rows with an embedding; tasks index into it
-    with_emb = [r for r in range(n) if embs[r] is not None]
+    # only rows some task kept (validated there): an unlabelled sample with an odd
+    # embedding must not reach the matrix
+    with_emb = sorted(set().union(*(set(p[2]) for p in prepared)))
     pos = {r: i for i, r in enumerate(with_emb)}
     X_all = _stack(embs, with_emb, prepared[0][4])
     del embs

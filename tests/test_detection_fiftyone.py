@@ -184,6 +184,16 @@ def test_predictions_without_confidence(box_dataset):
         res = la.compute_detection_issues(ds, "ground_truth", "predictions", progress=False,
                                           default_confidence=1.0)
         assert res.result.missing.tolist() == [0.0, 1.0]
+        # the operator form offers the same fallback
+        import fiftyone.operators as foo
+
+        out = foo.execute_operator(
+            PLUGIN + "/compute_detection_issues",
+            ctx=dict(dataset=ds, view=ds.view(),
+                     params=dict(label_field="ground_truth", pred_field="predictions",
+                                 audit_key="op", default_confidence=1.0)))
+        assert out.error is None, out.error
+        assert out.result["num_missing"] == 1
     finally:
         ds.delete()
 

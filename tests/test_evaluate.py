@@ -166,6 +166,17 @@ def test_evaluate_cleaning_bad_input(mt):
         la.evaluate_cleaning(mt, ["digit_true"])
     with pytest.raises(ValueError, match="No label-quality run 'nope'"):
         la.evaluate_cleaning(mt, audit_key="nope")
+    # a bad embedding (even on a sample no task scored) is named, not averaged into NaN
+    s = mt.first()
+    good = np.array(s.embeddings, dtype=np.float32)
+    s.embeddings = np.full_like(good, np.nan)
+    s.save()
+    with pytest.raises(ValueError, match="embedding of sample %s .*not finite" % s.id):
+        la.evaluate_cleaning(mt)
+    s.embeddings = good[:10]
+    s.save()
+    with pytest.raises(ValueError, match="different dimensions.*sample %s" % s.id):
+        la.evaluate_cleaning(mt)
 
 
 def test_evaluate_cleaning_operator_immediate_and_delegated(mt):

@@ -153,6 +153,24 @@ def test_a_task_with_one_class_is_refused_before_writing(digits_dir):
         ds.delete()
 
 
+def test_an_unlabelled_sample_with_another_embedding_size_is_ignored(digits_dir):
+    import label_audit as la
+
+    ds = multitask_digits(digits_dir, n=60)
+    try:
+        s = ds.first()
+        for task in ("digit", "parity", "magnitude"):
+            s[task] = None  # no label in any task: not scored, its embedding not read
+        s.embeddings = [1.0, 2.0, 3.0]
+        s.save()
+        res = la.compute_label_quality(ds, ["digit", "parity", "magnitude"], progress=False)
+        assert ds.count("audit_label_issue_score") == len(ds) - 1
+        assert ds.first()["audit_label_issue_score"] is None
+        assert res is not None
+    finally:
+        ds.delete()
+
+
 def test_keys_that_would_overwrite_another_run_are_refused(mt):
     import label_audit as la
 

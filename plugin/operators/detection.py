@@ -52,6 +52,18 @@ class ComputeDetectionIssues(DelegableOperator):
                      label="Swapped-class threshold")
         inputs.float("localization_threshold", default=DEFAULTS["localization_threshold"],
                      min=0.0, max=1.0, label="Localization threshold")
+        inputs.float("no_annotations_threshold", default=DEFAULTS["no_annotations_threshold"],
+                     min=0.0, max=1.0, label="No-annotations threshold",
+                     description="Top confidence on an image without ground truth from which "
+                                 "it is flagged")
+        inputs.float("default_confidence", required=False, min=0.0, max=1.0,
+                     label="Confidence of predictions without one",
+                     description="Leave empty to refuse predictions without a confidence; "
+                                 "e.g. 1.0 for boxes imported from an annotation format")
+        add_field_choice(inputs, "on_invalid", ("raise", "skip"), "Invalid boxes",
+                         description="raise: stop and name the sample; skip: leave boxes with "
+                                     "NaN/missing coordinates unscored",
+                         default="raise", required=False)
         delegation_input(inputs, ctx, default=len(view) > 20000)
         return types.Property(inputs, view=types.View(label="Compute detection issues"))
 
@@ -76,6 +88,10 @@ class ComputeDetectionIssues(DelegableOperator):
             spurious_threshold=num("spurious_threshold"),
             swap_threshold=num("swap_threshold"),
             localization_threshold=num("localization_threshold"),
+            no_annotations_threshold=num("no_annotations_threshold"),
+            default_confidence=(None if params.get("default_confidence") is None
+                                else float(params["default_confidence"])),
+            on_invalid=params.get("on_invalid") or "raise",
             progress=False,
             progress_callback=lambda f, label: progress(f),
         )

@@ -287,8 +287,24 @@ def evaluate_cleaning(samples, label_fields=None, embeddings_field=None, audit_k
                          % embeddings_field)
     if len(samples) == 0:
         raise ValueError("The view is empty: there is nothing to evaluate")
-    embs = samples.values(embeddings_field)
+    sample_ids, embs = samples.values(["id", embeddings_field])
     emb_rows = [i for i, e in enumerate(embs) if e is not None]
+    if emb_rows:
+        dim = np.shape(embs[emb_rows[0]])[-1]
+        for i in emb_rows:
+            e = np.asarray(embs[i], dtype=np.float32)
+            if e.shape != (dim,):
+                raise ValueError(
+                    "Embeddings in %r have different dimensions (%d in sample %s, %d in sample "
+                    "%s): recompute them with one model"
+                    % (embeddings_field, dim, sample_ids[emb_rows[0]], e.shape[-1] if e.ndim else 0,
+                       sample_ids[i]))
+            if not np.all(np.isfinite(e)) or not np.any(e):
+                raise ValueError(
+                    "The embedding of sample %s in %r is %s: recompute it "
+                    "(label_audit.compute_embeddings) or exclude that sample from the view"
+                    % (sample_ids[i], embeddings_field,
+                       "all zeros" if np.all(np.isfinite(e)) else "not finite (NaN/inf)"))
     if len(emb_rows) < 4:
         raise ValueError("Only %d samples have an embedding in %r: too few to cross-validate"
                          % (len(emb_rows), embeddings_field))
