@@ -185,11 +185,11 @@ def _execute(page, dialog, expect):
     return text
 
 
-def _pick(page, dialog, current, option):
+def _pick(page, dialog, current, option, index=-1):
     """Chooses ``option`` in the form's dropdown showing ``current`` (None: the
-    last dropdown)."""
+    dropdown at ``index``, default the last one)."""
     boxes = dialog.get_by_role("combobox")
-    box = boxes.filter(has_text=current).first if current else boxes.last
+    box = boxes.filter(has_text=current).first if current else boxes.nth(index)
     box.click()
     page.get_by_role("option", name=option, exact=True).click()
 
@@ -225,7 +225,7 @@ def test_review_workflow_in_the_app(app_dataset, app_url, page):
     dialog = _open_operator(page, "Compute label quality")
     assert dialog.locator("input[value='embeddings']").count() == 1
     assert dialog.locator("input[value='audit']").count() == 1
-    _pick(page, dialog, None, "ground_truth")
+    _pick(page, dialog, None, "ground_truth", index=0)  # the label field (then backend)
     _execute(page, dialog, "300 samples scored")
     ds.reload()
     assert "audit" in ds.list_runs()
