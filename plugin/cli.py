@@ -73,8 +73,10 @@ def _score(argv):
 
 
 def _bench(argv):
-    if not argv or argv[0] not in ("quality", "speed", "embeddings", "writes", "detection"):
-        print("usage: label-audit bench {quality,speed,embeddings,writes,detection} [options]",
+    if not argv or argv[0] not in ("quality", "speed", "embeddings", "writes", "detection",
+                                   "incremental"):
+        print("usage: label-audit bench {quality,speed,embeddings,writes,detection,incremental} "
+              "[options]",
               file=sys.stderr)
         return 2
     import importlib

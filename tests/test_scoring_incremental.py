@@ -45,6 +45,7 @@ def test_relabel_and_remove_matches_full(setup):
     t_full = time.perf_counter() - t0
     np.testing.assert_array_equal(ri.index, keep)
     np.testing.assert_array_equal(ri.labels, y2[keep])
+    assert ri.params["update_solver"] == "newton"
     dmax, rho, agree = _compare(ri, rf)
     assert dmax <= 0.05 and rho >= 0.99 and agree >= 0.99, (dmax, rho, agree)
     # fixed samples are no longer flagged
@@ -113,3 +114,233 @@ def test_labels_of_removed_rows_are_ignored():
     bad[10] = -1  # a kept row with an invalid label is still refused
     with pytest.raises(ValueError):
         update_label_issues(r, X, bad, removed=removed, refit=False)
+
+
+# --------------------------------------------------------------------------- #
+# the Newton refit (default): semantics checked with autograd, independent of newton.py
+# --------------------------------------------------------------------------- #
+def _fold_gradients(X, labels, folds, state, coef, intercept):
+    """Per fold, the gradient of ``sum_{train} CE + ||W||^2 / 2C`` at (coef[f], intercept[f]) in
+    the preprocessed coordinates of ``state`` (torch autograd), flattened: (F, d K + K)."""
+    import torch
+
+    prep = state["preprocessor"]
+    Z = torch.from_numpy(((X - prep.mean) / prep.scale).astype(np.float32))
+    y = torch.from_numpy(np.asarray(labels, np.int64))
+    out = []
+    for f in range(coef.shape[0]):
+        W = torch.tensor(coef[f], requires_grad=True)
+        b = torch.tensor(intercept[f], requires_grad=True)
+        tr = torch.from_numpy(np.asarray(folds) != f)
+        loss = torch.nn.functional.cross_entropy(Z[tr] @ W + b, y[tr], reduction="sum")
+        (loss + (W * W).sum() / (2 * state["C"])).backward()
+        out.append(torch.cat([W.grad.flatten(), b.grad]).numpy())
+    return np.stack(out)
+
+
+def _change(setup, frac=0.01, seed=1):
+    X, y, yn, err, r, _ = setup
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    ch = rng.choice(np.flatnonzero(err), max(1, int(frac * n)), replace=False)
+    y2 = yn.copy()
+    y2[ch] = y[ch]
+    rem = rng.choice(np.setdiff1d(np.arange(n), ch), max(1, int(frac * n)), replace=False)
+    keep = np.setdiff1d(np.arange(n), rem)
+    return y2, ch, rem, keep
+
+
+def test_newton_update_is_the_exact_response_to_the_change(setup):
+    """The default refit solves grad F_new(W) = grad F_old(W_old): the new models carry the
+    previous fit's gradient (optimisation gap) and nothing else."""
+    X, y, yn, err, r, _ = setup
+    y2, ch, rem, keep = _change(setup)
+    st = r.model_state
+    g_old = _fold_gradients(X, r.labels, r.folds, st, st["coef"], st["intercept"])
+    g_start = _fold_gradients(X[keep], y2[keep], r.folds[keep], st, st["coef"], st["intercept"])
+    initial = np.linalg.norm(g_start - g_old, axis=1)  # what the change does to the gradient
+    res = {}
+    for steps in (1, 2, 3):
+        ri = update_label_issues(r, X, y2, changed=ch, removed=rem, newton_steps=steps, newton_rtol=0)
+        assert ri.params["update_solver"] == "newton"
+        info = ri.model_state["update_info"]["newton"]
+        assert info["target"] == "previous_gap" and info["newton_steps"] == steps
+        assert info["removed_with_features"] == len(rem)
+        g = _fold_gradients(X[keep], y2[keep], r.folds[keep], st, ri.model_state["coef"],
+                            ri.model_state["intercept"])
+        res[steps] = np.linalg.norm(g - g_old, axis=1) / initial
+    # relabelled samples leave the quadratic regime: one step leaves a visible residual, every
+    # further (Krylov-started, 3 CG iterations) step removes most of what is left
+    assert res[1].max() > 0.1, res
+    assert res[2].max() < 0.5 * res[1].max(), res
+    assert res[3].max() < 0.05, res
+
+
+def test_converge_reaches_the_optimum_of_the_new_objective(setup):
+    """converge=True ends at the optimum: compared with fold models refined by L-BFGS to a
+    gradient below 1e-6 (an independent solver)."""
+    from label_audit.benchmarks.incremental import converged_probabilities
+
+    X, y, yn, err, r, _ = setup
+    y2, ch, rem, keep = _change(setup, seed=2)
+    ri = update_label_issues(r, X, y2, changed=ch, removed=rem, converge=True, newton_steps=8,
+                             newton_rtol=1e-3)
+    info = ri.model_state["update_info"]["newton"]
+    assert info["target"] == "optimum" and min(info["step_size"]) > 0
+    st = dict(r.model_state, folds=r.folds[keep])  # the optimum in the same coordinates
+    P_opt = converged_probabilities(X[keep], y2[keep], r.folds[keep], st)
+    assert np.abs(ri.pred_probs - P_opt).max() < 0.01
+    # the default (previous gap kept) is further from the optimum than converge=True
+    rd = update_label_issues(r, X, y2, changed=ch, removed=rem)
+    assert np.abs(rd.pred_probs - P_opt).max() > np.abs(ri.pred_probs - P_opt).max()
+
+
+def test_fold_without_changed_training_rows_keeps_its_model(setup):
+    X, y, yn, err, r, _ = setup
+    i = int(np.flatnonzero(err)[0])
+    y2 = yn.copy()
+    y2[i] = y[i]  # one relabel: its own fold's training set is unchanged
+    ri = update_label_issues(r, X, y2)
+    f = int(r.folds[i])
+    info = ri.model_state["update_info"]["newton"]
+    assert f not in info["folds_refit"] and len(info["folds_refit"]) == len(np.unique(r.folds)) - 1
+    np.testing.assert_array_equal(ri.model_state["coef"][f], r.model_state["coef"][f])
+    assert not np.array_equal(ri.model_state["coef"][(f + 1) % 5], r.model_state["coef"][(f + 1) % 5])
+    # the rows it holds out (the relabelled one among them) keep their probabilities
+    own = r.folds == f
+    np.testing.assert_allclose(ri.pred_probs[own], r.pred_probs[own], atol=1e-6)
+    # the relabelled row now agrees with its neighbours and model
+    assert ri.label_issue_score[i] < r.label_issue_score[i]
+
+
+def test_removed_rows_given_as_zeros_keep_their_pull(setup):
+    """Without the removed samples' features the models keep their contribution: the update
+    then solves grad F_new(W) = grad F_old-on-kept-rows(W_old); with the features the removal
+    is taken out of the models."""
+    X, y, yn, err, r, _ = setup
+    y2, ch, rem, keep = _change(setup)
+    Xz = X.copy()
+    Xz[rem] = 0.0  # placeholders, as the review workflow passes them
+    rz = update_label_issues(r, Xz, y2, changed=ch, removed=rem)
+    assert rz.model_state["update_info"]["newton"]["removed_with_features"] == 0
+    st = r.model_state
+    g_old_kept = _fold_gradients(X[keep], r.labels[keep], r.folds[keep], st, st["coef"], st["intercept"])
+    g_start = _fold_gradients(X[keep], y2[keep], r.folds[keep], st, st["coef"], st["intercept"])
+    g = _fold_gradients(X[keep], y2[keep], r.folds[keep], st, rz.model_state["coef"], rz.model_state["intercept"])
+    ratio = np.linalg.norm(g - g_old_kept, axis=1) / np.linalg.norm(g_start - g_old_kept, axis=1)
+    assert ratio.max() < 0.1, ratio
+    rf = update_label_issues(r, X, y2, changed=ch, removed=rem)
+    assert np.abs(rf.model_state["coef"] - rz.model_state["coef"]).max() > 1e-3
+    full = score_label_issues(y2[keep], X[keep], folds=r.folds[keep])
+    dz, df = _compare(rz, full), _compare(rf, full)
+    assert df[0] <= 0.05 and df[1] >= 0.99 and df[2] >= 0.99, df
+    assert dz[0] <= 0.1 and dz[1] >= 0.99 and dz[2] >= 0.99, dz
+
+
+def test_two_hop_repair_is_a_valid_graph_close_to_exact(setup):
+    X, y, yn, err, r, _ = setup
+    rem = np.random.default_rng(4).choice(len(y), 90, replace=False)  # 5%: many rows lose a neighbour
+    a = update_label_issues(r, X, yn, removed=rem, refit=False, knn_repair="two_hop")
+    b = update_label_issues(r, X, yn, removed=rem, refit=False, knn_repair="exact")
+    assert a.model_state["update_info"]["knn_repair"] == "two_hop"
+    assert b.model_state["update_info"]["knn_repair"] == "exact"
+    m = len(y) - len(rem)
+    for res in (a, b):
+        nb = res.neighbor_indices
+        assert nb.min() >= 0 and nb.max() < m
+        assert not (nb == np.arange(m)[:, None]).any()
+        assert (np.diff(res.neighbor_distances, axis=1) >= -1e-6).all()
+        assert all(len(set(row)) == len(row) for row in nb)
+    keep = np.setdiff1d(np.arange(len(y)), rem)
+    full = score_label_issues(yn[keep], X[keep], folds=r.folds[keep])
+    np.testing.assert_array_equal(np.sort(b.neighbor_indices, 1), np.sort(full.neighbor_indices, 1))
+    repaired = a.model_state["update_info"]["knn_repaired"]
+    assert repaired > 100
+    same = (np.sort(a.neighbor_indices, 1) == np.sort(b.neighbor_indices, 1)).all(axis=1)
+    assert same.mean() > 0.9  # two-hop finds the exact new neighbours for most repaired rows
+    # where it does not, the neighbour it found is nearly as close
+    assert np.abs(a.neighbor_distances - b.neighbor_distances).max() < 0.1
+
+
+def test_knn_weight_choice_and_chained_updates_match_full(setup):
+    """Two review rounds in a row, each compared with a full recompute; the 'auto' kNN weight
+    is chosen as the full recompute chooses it."""
+    X, y, yn, err, r, _ = setup
+    y2, ch, rem, keep = _change(setup, seed=5)
+    r1 = update_label_issues(r, X, y2, changed=ch, removed=rem)
+    X1, y1 = X[keep], y2[keep].copy()
+    err1 = np.flatnonzero(y1 != y[keep])
+    y1[err1[:20]] = y[keep][err1[:20]]
+    r2 = update_label_issues(r1, X1, y1)
+    full = score_label_issues(y1, X1, folds=r1.folds)
+    assert r2.params["knn_weight_used"] == full.params["knn_weight_used"]
+    dmax, rho, agree = _compare(r2, full)
+    assert dmax <= 0.05 and rho >= 0.99 and agree >= 0.99, (dmax, rho, agree)
+    np.testing.assert_array_equal(r2.index, keep)
+
+
+def test_lbfgs_solver_still_available(setup):
+    X, y, yn, err, r, _ = setup
+    y2, ch, rem, keep = _change(setup, seed=6)
+    ri = update_label_issues(r, X, y2, changed=ch, removed=rem, solver="lbfgs")
+    assert ri.params["update_solver"] == "lbfgs" and "newton" not in ri.model_state["update_info"]
+    full = score_label_issues(y2[keep], X[keep], folds=r.folds[keep])
+    dmax, rho, agree = _compare(ri, full)
+    assert dmax <= 0.05 and rho >= 0.99 and agree >= 0.99, (dmax, rho, agree)
+    assert update_label_issues(r, X, y2, refit=False).params["update_solver"] == "none"
+
+
+def test_bad_solver_and_repair_names(setup):
+    X, y, yn, err, r, _ = setup
+    with pytest.raises(ValueError, match="solver"):
+        update_label_issues(r, X, yn, solver="sgd")
+    with pytest.raises(ValueError, match="knn_repair"):
+        update_label_issues(r, X, yn, knn_repair="approx")
+
+
+def test_incremental_benchmark_table():
+    from label_audit.benchmarks.incremental import format_table, run
+
+    out = run(sizes=[(1500, 16, 4)], fractions=[0.02], floor=True)
+    rows = {r["method"]: r for r in out["rows"] if "fraction" in r}
+    assert set(rows) == {"full, random_state+1", "refit=True (newton)", "refit=False"}
+    newton = rows["refit=True (newton)"]
+    assert newton["update_s"] > 0 and newton["speedup"] == pytest.approx(newton["full_s"] / newton["update_s"])
+    assert 0 <= newton["max_d"] <= 1 and -1 <= newton["spearman"] <= 1 and 0 <= newton["flags_agree"] <= 1
+    # the refit moves the scores towards the full recompute
+    assert newton["spearman"] >= rows["refit=False"]["spearman"] - 1e-3
+    text = format_table(out)
+    assert "refit=True (newton)" in text and "1500x16x4" in text
+
+
+def test_newton_update_on_pca_features(setup):
+    """d > max_dim: the models live on PCA coordinates (not an affine map of the input)."""
+    X, y, yn, err, r, _ = setup
+    r16 = score_label_issues(yn, X, max_dim=16)
+    assert not r16.model_state["preprocessor"].folds_into_weights
+    y2, ch, rem, keep = _change(setup, seed=7)
+    ri = update_label_issues(r16, X, y2, changed=ch, removed=rem)
+    assert ri.params["update_solver"] == "newton" and ri.model_state["coef"].shape[1] == 16
+    full = score_label_issues(y2[keep], X[keep], folds=r16.folds[keep], max_dim=16)
+    dmax, rho, agree = _compare(ri, full)
+    assert dmax <= 0.05 and rho >= 0.99 and agree >= 0.99, (dmax, rho, agree)
+    # the fixed samples are no longer flagged
+    pos = np.searchsorted(keep, ch)
+    assert ri.is_label_issue[pos].mean() < 0.2
+
+
+def test_removals_without_features_leave_the_models_alone(setup):
+    X, y, yn, err, r, _ = setup
+    rem = np.arange(0, 1797, 50)
+    Xz = X.copy()
+    Xz[rem] = 0.0
+    ri = update_label_issues(r, Xz, yn, removed=rem)
+    keep = np.setdiff1d(np.arange(len(y)), rem)
+    assert ri.params["update_solver"] == "newton"
+    np.testing.assert_allclose(ri.model_state["coef"], r.model_state["coef"], atol=1e-6)
+    np.testing.assert_allclose(ri.pred_probs, r.pred_probs[keep], atol=1e-5)
+    # given pred_probs there are no fold models to refit
+    rp = score_label_issues(yn, X, pred_probs=r.pred_probs)
+    y2 = yn.copy()
+    y2[:3] = (y2[:3] + 1) % 10
+    assert update_label_issues(rp, X, y2).params["update_solver"] == "none"

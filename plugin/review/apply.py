@@ -267,9 +267,13 @@ def _rescore_incremental(ctx, state, entry, refit=True):
     embs = vals[ctx.embeddings_field]
     if any(embs[i] is None for i in keep):
         return None
-    X = np.zeros((len(ids), len(embs[keep[0]])), np.float32)
-    for i in keep:
-        X[i] = embs[i]
+    dim = len(embs[keep[0]])
+    X = np.zeros((len(ids), dim), np.float32)
+    for i, e in enumerate(embs):
+        # removed rows too (when their sample still exists): the refit takes their
+        # contribution out of the fold models; hard-deleted rows stay zeros
+        if e is not None and len(e) == dim:
+            X[i] = e
     new = update_label_issues(res, X, labels, changed=changed, removed=removed, refit=refit)
     kept_ids = [ids[i] for i in keep]
     kept_sids = [sids[i] for i in keep]
