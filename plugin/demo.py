@@ -301,24 +301,12 @@ def main(argv=None):
     if args.accept_flagged and not args.multitask:
         parser.error("--accept-flagged needs --multitask")
 
-    # the offline mongod (6.0) is FiftyOne's oldest supported version: don't nag
-    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
-    if not os.environ.get("FIFTYONE_DATABASE_URI"):
-        from .database import MongoDBNotFoundError, require_mongod
+    from .demo_data import demo_preflight
 
-        try:
-            require_mongod()
-        except MongoDBNotFoundError as e:
-            print("error: %s" % e, file=sys.stderr)
-            return 2
-
-    if args.dataset == "fashion-mnist":
-        from .demo_data import fashion_mnist_available
-
-        if not fashion_mnist_available():
-            print("error: Fashion-MNIST is not installed: `sudo apt-get install "
-                  "dataset-fashion-mnist`, or use --dataset digits", file=sys.stderr)
-            return 2
+    error = demo_preflight(args.dataset, "--dataset")
+    if error:
+        print("error: %s" % error, file=sys.stderr)
+        return 2
 
     import fiftyone as fo
 

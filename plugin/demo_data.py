@@ -109,3 +109,27 @@ def images_dataset(filepaths, targets, classes, name=None, label_field="ground_t
 def digits_dataset(filepaths, targets, name=None, **kwargs):
     """A FiftyOne dataset of digits PNGs (see :func:`images_dataset`)."""
     return images_dataset(filepaths, targets, DIGITS_CLASSES, name=name, **kwargs)
+
+
+def demo_preflight(source, option="--dataset"):
+    """Checks what a demo needs before it starts: a mongod for FiftyOne (unless
+    ``FIFTYONE_DATABASE_URI`` points at a running one) and, for
+    ``source="fashion-mnist"``, Debian's Fashion-MNIST files.
+
+    Returns an error message (naming what to install, and ``option`` to pick
+    the other source), or None when all is there.
+    """
+    # the offline mongod (6.0) is FiftyOne's oldest supported version: don't nag
+    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    if not os.environ.get("FIFTYONE_DATABASE_URI"):
+        from .database import MongoDBNotFoundError, require_mongod
+
+        try:
+            require_mongod()
+        except MongoDBNotFoundError as e:
+            return str(e)
+    if source == "fashion-mnist" and not fashion_mnist_available():
+        return ("Fashion-MNIST is not installed: `sudo apt-get install dataset-fashion-mnist`, "
+                "or use %s digits" % option)
+    return None
+

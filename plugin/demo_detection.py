@@ -186,22 +186,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
-    if not os.environ.get("FIFTYONE_DATABASE_URI"):
-        from .database import MongoDBNotFoundError, require_mongod
+    from .demo_data import demo_preflight
 
-        try:
-            require_mongod()
-        except MongoDBNotFoundError as e:
-            print("error: %s" % e, file=sys.stderr)
-            return 2
-    if args.source == "fashion-mnist":
-        from .demo_data import fashion_mnist_available
-
-        if not fashion_mnist_available():
-            print("error: Fashion-MNIST is not installed: `sudo apt-get install "
-                  "dataset-fashion-mnist`, or use --source digits", file=sys.stderr)
-            return 2
+    error = demo_preflight(args.source, "--source")
+    if error:
+        print("error: %s" % error, file=sys.stderr)
+        return 2
 
     import fiftyone as fo
 
