@@ -1,11 +1,12 @@
 """Fusion of model evidence and neighbour evidence into one label-issue score and flags.
 
-Formulas (two fixed parameters, chosen a priori and checked on digits pair/uniform noise):
+Formulas:
 
-* fused probabilities  ``q = (1 - w) * p_model + w * p_knn`` with ``w = knn_weight = 0.5``
-  (equal weight for the out-of-fold model and the kNN vote; both are calibrated-ish
-  probabilities, so the arithmetic mean is a proper mixture and never lets one
-  over-confident source veto the other).
+* fused probabilities  ``q = (1 - w) * p_model + w * p_knn`` with ``w = knn_weight``, by default
+  chosen per dataset (``"auto"``, :func:`choose_knn_weight`: the held-out accuracy of ``q`` on
+  the given labels, one-standard-error rule toward 0.5).  A mixture of the out-of-fold model and
+  the kNN vote, both calibrated-ish probabilities, so one over-confident source never vetoes
+  the other.
 * ``label_issue_score = 1 - normalized_margin(q) = (max_{k != y} q_k - q_y + 1) / 2``
   in [0, 1]; higher = more likely mislabelled; > 0.5 means another class beats the given one.
 * ``is_label_issue``: cleanlab's 'prune_by_noise_rate' rule applied to ``q`` instead of the
