@@ -309,3 +309,45 @@ def test_objects_decided_through_labels_and_patches(digits_dir):
         assert raw_docs(ds) == before and schema(ds) == before_schema
     finally:
         ds.delete()
+
+
+def test_undo_on_objects_keeps_later_box_edits_and_other_runs_attributes(digits_dir):
+    """Undo restores what the apply owned (label, audit_* attributes, audit: tags)
+    and keeps what changed on the objects since (a moved box, another run's scores)."""
+    import fiftyone as fo
+    from sklearn.datasets import load_digits
+
+    _, filepaths, targets = digits_dir
+    X = load_digits().data[:120].astype(np.float32)
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=filepaths[i], objects=fo.Detections(detections=[
+        fo.Detection(label=str(targets[2 * i + j]), bounding_box=[0.5 * j, 0, 0.5, 1],
+                     embeddings=X[2 * i + j]) for j in range(2)])) for i in range(60)],
+        progress=False)
+    ds.add_sample_field("objects.detections.embeddings", fo.VectorField)
+    try:
+        la.compute_label_quality(ds, "objects", progress=False)
+        patches = la.suspects(ds, n=1)
+        lid, sid = patches.values("objects.id")[0], patches.values("sample_id")[0]
+        old_label = patches.values("objects.label")[0]
+        new_label = "0" if old_label != "0" else "1"
+        la.tag_decisions(patches, "relabel", label=new_label)
+        la.apply_decisions(ds, rescore="none")
+        # after the apply: the user moves the box, another run writes an attribute
+        sample = ds[sid]
+        for det in sample.objects.detections:
+            if det.id == lid:
+                assert det.label == new_label
+                det.bounding_box = [0.1, 0.1, 0.3, 0.3]
+                det["det_audit_spurious"] = 0.25
+        sample.save()
+        la.undo_decisions(ds)
+        det = [d for d in ds[sid].objects.detections if d.id == lid][0]
+        assert det.label == old_label
+        assert det.bounding_box == [0.1, 0.1, 0.3, 0.3]
+        assert det["det_audit_spurious"] == 0.25
+        assert det.get_field("audit_original_label") is None if det.has_field(
+            "audit_original_label") else True
+        assert det.tags == ["audit:relabel"]  # the decision is pending again, as before the apply
+    finally:
+        ds.delete()

@@ -134,6 +134,35 @@ def _before_image(ctx, sample_ids, full_ids=()):
                 declared=declared)
 
 
+def _merge_label_list(ctx, before, current, tag_prefix):
+    """The label list document to restore on undo: each object as it was before
+    the apply for what the apply owns (its ``label``, this key's ``<key>_*``
+    attributes, this key's ``<key>:`` tags), and as it is now for everything
+    else (boxes, other attributes such as another run's scores, other tags), so
+    an undo never reverts edits or runs made after the apply. Objects the apply
+    hard-deleted come back whole; objects added since are kept."""
+    attr_prefix = ctx.audit_key + "_"
+    now = {d.get("_id"): d for d in (current or {}).get(ctx.list_field) or []}
+    out, seen = [], set()
+    for obj in (before or {}).get(ctx.list_field) or []:
+        cur = now.get(obj.get("_id"))
+        seen.add(obj.get("_id"))
+        if cur is None:
+            out.append(obj)
+            continue
+        merged = {k: v for k, v in cur.items()
+                  if not (k == "label" or k.startswith(attr_prefix))}
+        merged.update({k: v for k, v in obj.items()
+                       if k == "label" or k.startswith(attr_prefix)})
+        merged["tags"] = [t for t in cur.get("tags") or [] if not t.startswith(tag_prefix)] + [
+            t for t in obj.get("tags") or [] if t.startswith(tag_prefix)]
+        out.append(merged)
+    out.extend(d for i, d in now.items() if i not in seen)
+    restored = dict(current)
+    restored[ctx.list_field] = out
+    return restored
+
+
 def _restore_image(ctx, image):
     import datetime
 
@@ -158,9 +187,16 @@ def _restore_image(ctx, image):
     if "tags" in image["fields"] and docs:
         current_tags = {d["_id"]: d.get("tags") or [] for d in coll.find(
             {"_id": {"$in": [d["_id"] for d in docs]}}, {"tags": 1})}
+    current_labels = {}
+    if ctx.patches and docs:
+        current_labels = {d["_id"]: d.get(ctx.label_field) for d in coll.find(
+            {"_id": {"$in": [d["_id"] for d in docs]}}, {ctx.label_field: 1})}
     ops = []
     for doc in docs:
         sets = {f: doc[f] for f in image["fields"] if f in doc}
+        if ctx.patches and ctx.label_field in sets and current_labels.get(doc["_id"]):
+            sets[ctx.label_field] = _merge_label_list(
+                ctx, sets[ctx.label_field], current_labels[doc["_id"]], prefix)
         if "tags" in sets and doc["_id"] in current_tags:
             sets["tags"] = [t for t in current_tags[doc["_id"]] if not t.startswith(prefix)] + [
                 t for t in sets["tags"] or [] if t.startswith(prefix)]
