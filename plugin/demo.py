@@ -308,8 +308,6 @@ def main(argv=None):
         print("error: %s" % error, file=sys.stderr)
         return 2
 
-    import fiftyone as fo
-
     if args.multitask:
         ds = build_multitask_dataset(args.dataset, n=args.n, noise=args.noise, name=args.name,
                                      seed=args.seed)
@@ -322,10 +320,9 @@ def main(argv=None):
         summarize(ds)
     if args.no_app:
         return 0
-    session = fo.launch_app(ds, port=args.port, address=args.address, auto=False)
-    print("The App is serving %r at http://%s:%d (Ctrl-C to stop)"
-          % (ds.name, args.address, args.port))
-    session.wait(-1)
+    from .demo_data import serve_in_app
+
+    serve_in_app(ds, port=args.port, address=args.address)
     return 0
 
 

@@ -133,3 +133,13 @@ def demo_preflight(source, option="--dataset"):
                 "or use %s digits" % option)
     return None
 
+
+def serve_in_app(view, port=5151, address="localhost"):
+    """Opens ``view`` in the FiftyOne App and serves it until Ctrl-C (the demos' last step)."""
+    import fiftyone as fo
+
+    session = fo.launch_app(view, port=port, address=address, auto=False)
+    print("The App is serving %r at http://%s:%d (Ctrl-C to stop)"
+          % (view._dataset.name, address, port))
+    session.wait(-1)
+

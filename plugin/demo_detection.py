@@ -186,14 +186,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from .demo_data import demo_preflight
+    from .demo_data import demo_preflight, serve_in_app
 
     error = demo_preflight(args.source, "--source")
     if error:
         print("error: %s" % error, file=sys.stderr)
         return 2
-
-    import fiftyone as fo
 
     from .detection.compute import compute_detection_issues
 
@@ -203,11 +201,8 @@ def main(argv=None):
     summarize(ds, results)
     if args.no_app:
         return 0
-    session = fo.launch_app(ds.sort_by(results.fields["sample"]["issue_score"], reverse=True),
-                            port=args.port, address=args.address, auto=False)
-    print("The App is serving %r at http://%s:%d (Ctrl-C to stop)"
-          % (ds.name, args.address, args.port))
-    session.wait(-1)
+    serve_in_app(ds.sort_by(results.fields["sample"]["issue_score"], reverse=True),
+                 port=args.port, address=args.address)
     return 0
 
 

@@ -270,20 +270,29 @@ def test_hard_delete_refused_while_a_saved_view_references_it(scored):
     assert raw_docs(ds) == before and len(ds) == 200
 
 
-def test_objects_decided_through_labels_and_patches(digits_dir):
+def _objects_dataset(digits_dir, labels):
+    """Digits images with two objects each (left/right half boxes), object ``2i+j``
+    labelled ``labels[2i+j]`` and embedded with its digit's 64 pixels."""
     import fiftyone as fo
-    from label_audit.demo import inject_noise
     from sklearn.datasets import load_digits
 
-    _, filepaths, targets = digits_dir
-    X = load_digits().data[:160].astype(np.float32)
-    noisy, _ = inject_noise(targets[:160], 0.1, 10, random_state=0)
+    _, filepaths, _ = digits_dir
+    X = load_digits().data[:len(labels)].astype(np.float32)
     ds = fo.Dataset()
     ds.add_samples([fo.Sample(filepath=filepaths[i], objects=fo.Detections(detections=[
-        fo.Detection(label=str(noisy[2 * i + j]), bounding_box=[0.5 * j, 0, 0.5, 1],
-                     embeddings=X[2 * i + j]) for j in range(2)])) for i in range(80)],
+        fo.Detection(label=str(labels[2 * i + j]), bounding_box=[0.5 * j, 0, 0.5, 1],
+                     embeddings=X[2 * i + j]) for j in range(2)])) for i in range(len(labels) // 2)],
         progress=False)
     ds.add_sample_field("objects.detections.embeddings", fo.VectorField)
+    return ds
+
+
+def test_objects_decided_through_labels_and_patches(digits_dir):
+    from label_audit.demo import inject_noise
+
+    _, _, targets = digits_dir
+    noisy, _ = inject_noise(targets[:160], 0.1, 10, random_state=0)
+    ds = _objects_dataset(digits_dir, noisy)
     try:
         la.compute_label_quality(ds, "objects", progress=False)
         patches = la.suspects(ds, n=6)
@@ -314,17 +323,8 @@ def test_objects_decided_through_labels_and_patches(digits_dir):
 def test_undo_on_objects_keeps_later_box_edits_and_other_runs_attributes(digits_dir):
     """Undo restores what the apply owned (label, audit_* attributes, audit: tags)
     and keeps what changed on the objects since (a moved box, another run's scores)."""
-    import fiftyone as fo
-    from sklearn.datasets import load_digits
-
-    _, filepaths, targets = digits_dir
-    X = load_digits().data[:120].astype(np.float32)
-    ds = fo.Dataset()
-    ds.add_samples([fo.Sample(filepath=filepaths[i], objects=fo.Detections(detections=[
-        fo.Detection(label=str(targets[2 * i + j]), bounding_box=[0.5 * j, 0, 0.5, 1],
-                     embeddings=X[2 * i + j]) for j in range(2)])) for i in range(60)],
-        progress=False)
-    ds.add_sample_field("objects.detections.embeddings", fo.VectorField)
+    _, _, targets = digits_dir
+    ds = _objects_dataset(digits_dir, targets[:120])
     try:
         la.compute_label_quality(ds, "objects", progress=False)
         patches = la.suspects(ds, n=1)
