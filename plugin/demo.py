@@ -106,6 +106,22 @@ def multitask_truth(kind, targets, images=None):
     raise ValueError("Unknown demo dataset %r: use digits or fashion-mnist" % kind)
 
 
+def multitask_columns(truth, noise, seed=0):
+    """Per-sample field values of a multi-task demo: for each task of ``truth``
+    (see :func:`multitask_truth`) the noisy label (``<task>``, noise injected
+    independently per task with seed ``seed + task index``), the clean label
+    (``<task>_true``) and whether it was flipped (``<task>_flipped``)."""
+    import fiftyone as fo
+
+    columns = {}
+    for j, (task, (y, classes)) in enumerate(truth.items()):
+        noisy, flipped = inject_noise(y, noise, len(classes), random_state=seed + j)
+        columns[task] = [fo.Classification(label=classes[v]) for v in noisy]
+        columns[task + "_true"] = [fo.Classification(label=classes[v]) for v in y]
+        columns[task + "_flipped"] = flipped.tolist()
+    return columns
+
+
 def build_multitask_dataset(kind="digits", n=None, noise=0.05, name=DEFAULT_NAME, seed=0):
     """The multi-task demo dataset: real images, one noisy Classification field
     per task (``<task>``), the clean labels in ``<task>_true`` and the flips in
@@ -133,12 +149,7 @@ def build_multitask_dataset(kind="digits", n=None, noise=0.05, name=DEFAULT_NAME
     if name is not None and fo.dataset_exists(name):
         fo.delete_dataset(name)
     ds = fo.Dataset(name, persistent=True)
-    columns = {}
-    for j, (task, (y, classes)) in enumerate(truth.items()):
-        noisy, flipped = inject_noise(y, noise, len(classes), random_state=seed + j)
-        columns[task] = [fo.Classification(label=classes[v]) for v in noisy]
-        columns[task + "_true"] = [fo.Classification(label=classes[v]) for v in y]
-        columns[task + "_flipped"] = flipped.tolist()
+    columns = multitask_columns(truth, noise, seed)
     samples = [fo.Sample(filepath=fp, **{k: v[i] for k, v in columns.items()})
                for i, fp in enumerate(filepaths)]
     ds.add_samples(samples, progress=False)

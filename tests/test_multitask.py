@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from test_multitask_helpers import TASKS, mt, mt_base, multitask_digits  # noqa: F401
-from test_review_helpers import raw_docs
+from test_review_helpers import raw_docs, run_operator
 
 PLUGIN = "@label-audit/label-audit"
 
@@ -293,16 +293,7 @@ def test_export_multitask_labels(mt, tmp_path):
 # --- operators -------------------------------------------------------------------
 
 
-def _run(name, ds, params, selected=None, **kwargs):
-    import fiftyone.operators as foo
-
-    ctx = dict(dataset=ds, view=ds.view(), params=params)
-    if selected is not None:
-        ctx["selected"] = selected
-    result = foo.execute_operator(PLUGIN + "/" + name, ctx=ctx, **kwargs)
-    if not result.delegated:
-        assert result.error is None, result.error
-    return result
+_run = run_operator
 
 
 def _choices(name, ds, params):

@@ -15,18 +15,13 @@ def multitask_digits(digits_dir, n=240, noise=0.12, seed=3):
     import fiftyone as fo
     from sklearn.datasets import load_digits
 
-    from label_audit.demo import inject_noise, multitask_truth
+    from label_audit.demo import multitask_columns, multitask_truth
 
     _, filepaths, targets = digits_dir
     X = load_digits().data[:n].astype(np.float32)
     truth = multitask_truth("digits", targets[:n])
     assert tuple(truth) == TASKS
-    columns = {}
-    for j, (task, (y, classes)) in enumerate(truth.items()):
-        noisy, flipped = inject_noise(y, noise, len(classes), random_state=seed + j)
-        columns[task] = [fo.Classification(label=classes[v]) for v in noisy]
-        columns[task + "_true"] = [fo.Classification(label=classes[v]) for v in y]
-        columns[task + "_flipped"] = flipped.tolist()
+    columns = multitask_columns(truth, noise, seed)
     ds = fo.Dataset()
     ds.add_samples([fo.Sample(filepath=fp, embeddings=X[i],
                               **{k: v[i] for k, v in columns.items()})

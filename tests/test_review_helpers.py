@@ -46,3 +46,18 @@ def scored(base):
     ds = base.clone()
     yield ds
     ds.delete()
+
+
+def run_operator(name, ds, params, selected=None, **kwargs):
+    """Runs label-audit's operator ``name`` on ``ds`` (``selected``: the App's
+    selected sample ids); an immediate run must not fail."""
+    import fiftyone.operators as foo
+
+    ctx = dict(dataset=ds, view=ds.view(), params=params)
+    if selected is not None:
+        ctx["selected"] = selected
+    result = foo.execute_operator("@label-audit/label-audit/" + name, ctx=ctx, **kwargs)
+    if not result.delegated:
+        assert result.error is None, result.error
+    return result
+

@@ -2,21 +2,13 @@
 
 import pytest
 
-from test_review_helpers import base, raw_docs, scored  # noqa: F401 (fixtures)
+from test_review_helpers import base, raw_docs, run_operator, scored  # noqa: F401 (fixtures)
 
 PLUGIN = "@label-audit/label-audit"
 
 
 def _run(name, ds, params, selected=None, **kwargs):
-    import fiftyone.operators as foo
-
-    ctx = dict(dataset=ds, view=ds.view(), params=dict(params, audit_key="audit"))
-    if selected is not None:
-        ctx["selected"] = selected
-    result = foo.execute_operator(PLUGIN + "/" + name, ctx=ctx, **kwargs)
-    if not result.delegated:
-        assert result.error is None, result.error
-    return result
+    return run_operator(name, ds, dict(params, audit_key="audit"), selected=selected, **kwargs)
 
 
 def test_review_operators_round_trip(scored, tmp_path):
