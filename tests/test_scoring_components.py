@@ -232,3 +232,38 @@ def test_knn_weight_auto_records_the_weight_used():
     assert 0.0 <= r.params["knn_weight_used"] <= 0.8
     r5 = score_label_issues(y, features=X, n_folds=3)
     assert r5.params["knn_weight_used"] == 0.5
+
+
+def test_noise_concentration_and_the_weights_it_picks():
+    from label_audit.scoring.fusion import choose_flag_margin, choose_margin_weight, noise_concentration
+
+    K = 10
+    pair = np.eye(K, dtype=int) * 100
+    for i in range(K):
+        pair[i, (i + 1) % K] = 7  # every given class receives its errors from one true class
+    assert noise_concentration(pair) == 1.0
+    spread = np.full((K, K), 3) + np.eye(K, dtype=int) * 100  # errors spread evenly
+    assert noise_concentration(spread) == pytest.approx(1 / (K - 1))
+    assert noise_concentration(np.eye(K, dtype=int) * 50) == 1.0  # no estimated errors
+    # margin weight: self-confidence-leaning for spread noise, the margin for concentrated noise
+    assert choose_margin_weight(0.2) == 0.25 and choose_margin_weight(0.9) == 1.0
+    assert 0.25 < choose_margin_weight(0.45) < 1.0
+    # flag margin: 0.3 for uniform- and pair-like noise, 0.2 in between
+    assert choose_flag_margin(0.2) == 0.3 and choose_flag_margin(1.0) == 0.3
+    assert choose_flag_margin(0.6) == 0.2
+
+
+def test_label_issue_scores_margin_weight_endpoints():
+    from label_audit.scoring.fusion import label_issue_scores, margins
+
+    q = np.array([[0.6, 0.3, 0.1], [0.2, 0.4, 0.4], [0.1, 0.1, 0.8]], np.float32)
+    y = np.array([0, 0, 0])
+    own = q[np.arange(3), y]
+    mo = np.array([0.3, 0.4, 0.8])
+    np.testing.assert_allclose(label_issue_scores(y, q), (mo - own + 1) / 2, atol=1e-6)
+    np.testing.assert_allclose(label_issue_scores(y, q, margin_weight=0.0), 1 - own, atol=1e-6)
+    np.testing.assert_allclose(margins(y, q), mo - own, atol=1e-6)
+    s = label_issue_scores(y, q, margin_weight=0.25)
+    assert np.all((s >= 0) & (s <= 1)) and s.argsort().tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="margin_weight"):
+        label_issue_scores(y, q, margin_weight=1.5)

@@ -5,7 +5,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.metrics import average_precision_score, f1_score, precision_score
 
-from label_audit.scoring import LabelIssueResult, find_label_issues, score_label_issues
+from label_audit.scoring import LabelIssueResult, find_label_issues, label_issue_scores, score_label_issues
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,27 @@ def test_n_smaller_than_k(small):
 def test_empty_input():
     with pytest.raises(ValueError, match="Empty"):
         score_label_issues(np.array([], dtype=int), np.zeros((0, 4), np.float32))
+
+
+def test_margin_weight_follows_the_noise_shape(digits):
+    """Uniform noise spreads the estimated errors (low concentration): the auto rule leans to
+    self-confidence and ranks at least as well as the pure margin; pair noise keeps the margin."""
+    X, y = digits
+    rng = np.random.default_rng(0)
+    err = rng.random(len(y)) < 0.1
+    yu = y.copy()
+    yu[err] = (y[err] + rng.integers(1, 10, err.sum())) % 10
+    r = score_label_issues(yu, X)
+    assert r.params["noise_concentration"] < 0.45 and r.params["margin_weight_used"] < 0.5
+    margin_only = score_label_issues(yu, X, margin_weight=1.0)
+    np.testing.assert_allclose(margin_only.label_issue_score,
+                               label_issue_scores(yu, margin_only.fused_probs), atol=1e-6)
+    assert average_precision_score(err, r.label_issue_score) >= average_precision_score(
+        err, margin_only.label_issue_score)
+    yp = y.copy()
+    yp[err] = (y[err] + 1) % 10
+    rp = score_label_issues(yp, X)
+    assert rp.params["noise_concentration"] > 0.9 and rp.params["margin_weight_used"] == 1.0
+    assert rp.params["flag_margin_used"] == 0.3
+    with pytest.raises(ValueError, match="margin_weight"):
+        score_label_issues(yp, X, margin_weight=2)

@@ -31,6 +31,8 @@ from .fusion import (
     flag_label_issues,
     fuse_probabilities,
     label_issue_scores,
+    margins,
+    noise_concentration,
     outlier_flags,
     outlier_scores,
 )
@@ -63,6 +65,8 @@ __all__ = [
     "knn_search",
     "label_issue_scores",
     "logistic_sensitivity",
+    "margins",
+    "noise_concentration",
     "num_label_issues",
     "out_of_fold_probabilities",
     "outlier_flags",

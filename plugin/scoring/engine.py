@@ -14,10 +14,14 @@ from .confident_learning import (
 )
 from .fusion import (
     ambiguity_flags,
+    choose_flag_margin,
     choose_knn_weight,
+    choose_margin_weight,
     flag_label_issues,
     fuse_probabilities,
     label_issue_scores,
+    margins,
+    noise_concentration,
     outlier_flags,
     outlier_scores,
 )
@@ -44,7 +48,10 @@ class LabelIssueResult:
     outlier_score : float32 (N,) mean cosine distance to the k neighbours (higher = more
         isolated).  NaN without features.
     label_issue_score : float32 (N,) fused ranking score in [0, 1]; higher = more likely wrong.
-        ``1 - normalized_margin(fused_probs)``.  Without features it is ``1 - normalized_margin``.
+        ``(lam * max_{k != y} q_k - q_y + 1) / (1 + lam)`` of ``q = fused_probs`` with
+        ``lam = params["margin_weight_used"]``: ``1 - normalized_margin(q)`` at ``lam = 1``,
+        ``1 - self_confidence(q)`` at 0 (see ``margin_weight``).  Without features ``q`` is
+        ``pred_probs``.
     is_label_issue, is_outlier, is_ambiguous : bool (N,)
     suggested_label : int64 (N,) argmax of ``fused_probs``; suggested_confidence : its probability.
     pred_probs : float32 (N, K) out-of-fold model probabilities (or the ones given).
@@ -144,14 +151,20 @@ def _finish(
     w = params["knn_weight"]
     if pk is not None and w == "auto":
         w = choose_knn_weight(labels, P, pk)
-    params = dict(params, knn_weight_used=w if pk is not None else 0.0)
     q = fuse_probabilities(P, pk, knn_weight=0.0 if w == "auto" else w)
-    score = label_issue_scores(labels, q)
+    _, nmat, _, cj = estimate_py_and_noise_matrices_from_probabilities(labels, q)
+    conc = noise_concentration(cj)
+    lam = params.get("margin_weight", "auto")
+    lam = choose_margin_weight(conc) if lam == "auto" else float(lam)
+    fm = params.get("flag_margin", "auto")
+    fm = choose_flag_margin(conc) if fm == "auto" else float(fm)
+    params = dict(params, knn_weight_used=w if pk is not None else 0.0, noise_concentration=conc,
+                  margin_weight_used=lam, flag_margin_used=fm)
+    score = label_issue_scores(labels, q, margin_weight=lam)
     amb = ambiguity_flags(labels, q, ambiguity_margin=params["ambiguity_margin"])
     flags = flag_label_issues(labels, q, filter_by=params["filter_by"], exclude=amb)
     # and any label another class beats by at least flag_margin in fused probability
-    flags |= score > 0.5 + params.get("flag_margin", 0.3) / 2.0
-    _, nmat, _, cj = estimate_py_and_noise_matrices_from_probabilities(labels, q)
+    flags |= margins(labels, q) > fm
     if leverage is not None:
         importance = logistic_sensitivity(leverage, losses)
     else:
@@ -201,7 +214,8 @@ def score_label_issues(
     max_dim: int = 256,
     filter_by: str = "prune_by_noise_rate",
     ambiguity_margin: float = 0.2,
-    flag_margin: float = 0.3,
+    flag_margin="auto",
+    margin_weight="auto",
     outlier_z: float = 3.5,
     compute_importance: bool = True,
     folds: Optional[np.ndarray] = None,
@@ -238,11 +252,19 @@ def score_label_issues(
     knn_method : {'auto', 'exact', 'approx', 'pynndescent'} (see :func:`knn_search`; 'auto' = exact up
         to 30k rows, else the IVF index).   max_dim : PCA size for d > max_dim.
     filter_by : cleanlab filter mode used on the fused probabilities for ``is_label_issue``.
-    flag_margin : float, default 0.3.  ``is_label_issue`` is cleanlab's ``filter_by`` rule on the
-        fused probabilities (ambiguous samples excluded) OR another class beating the given label
-        by at least ``flag_margin`` in fused probability (``label_issue_score > 0.5 + flag_margin/2``).
-        Tuned on the public benchmarks only (README): it raised flag F1 on instance noise
-        (digits 0.605 -> 0.808) and uniform noise (0.894 -> 0.947) without hurting pair noise.
+    flag_margin : float in [0, 1] or "auto", default "auto".  ``is_label_issue`` is cleanlab's
+        ``filter_by`` rule on the fused probabilities (ambiguous samples excluded) OR another class
+        beating the given label by more than ``flag_margin`` in fused probability.  "auto" takes it
+        from the noise concentration of the fused confident joint
+        (:func:`~.fusion.choose_flag_margin`: 0.3 for uniform-like and pair-like noise, 0.2 for
+        noise spread over a few nearby classes, where the confident joint undercounts errors).
+        Tuned on the public benchmarks only (README).  Used value: ``params["flag_margin_used"]``.
+    margin_weight : float in [0, 1] or "auto", default "auto".  ``lam`` of ``label_issue_score``:
+        1 = normalized margin, 0 = self-confidence of the fused probabilities.  "auto"
+        (:func:`~.fusion.choose_margin_weight`): 1 when the estimated errors concentrate on one
+        other class per given class (noise concentration >= 0.5, pair/instance noise), 0.25 when
+        they spread (<= 0.4, uniform noise), linear in between; the concentration is in
+        ``params["noise_concentration"]``, the weight used in ``params["margin_weight_used"]``.
     ambiguity_margin : float, default 0.2.   outlier_z : float, default 3.5 (robust z).
     compute_importance : bool, default True.
     folds : int array (N,), optional fixed fold assignment (reproducible recomputes).
@@ -281,9 +303,13 @@ def score_label_issues(
     if not (knn_weight == "auto" or (isinstance(knn_weight, (int, float))
                                      and 0.0 <= float(knn_weight) <= 1.0)):
         raise ValueError(f"knn_weight must be a float in [0, 1] or 'auto'; got {knn_weight!r}.")
+    for name, v in (("flag_margin", flag_margin), ("margin_weight", margin_weight)):
+        if not (v == "auto" or (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0)):
+            raise ValueError(f"{name} must be a float in [0, 1] or 'auto'; got {v!r}.")
     params = dict(
         n_folds=n_folds, k=k, random_state=random_state, C=C, knn_weight=knn_weight, knn_method=knn_method,
-        max_dim=max_dim, filter_by=filter_by, ambiguity_margin=ambiguity_margin, flag_margin=flag_margin, outlier_z=outlier_z,
+        max_dim=max_dim, filter_by=filter_by, ambiguity_margin=ambiguity_margin, flag_margin=flag_margin,
+        margin_weight=margin_weight, outlier_z=outlier_z,
         compute_importance=compute_importance,
     )
     if backend not in ("local", "ray"):
