@@ -115,3 +115,16 @@ def test_speed_subprocess_small(capsys):
     assert r["wall_s"] > 0 and r["peak_rss_mib"] >= r["base_rss_mib"] > 10
     assert r["threads"] == 1 and 0 < r["auprc"] <= 1
     assert out["config"]["n_errors"] == 30
+
+
+def test_quality_suite_summary_counts_against_the_best_anchor():
+    rows = quality.run_suite(seeds=[0], methods=["label-audit", "knn-disagreement", "random"],
+                             suite=[("digits", "pair", 0.1, None)])
+    (r,) = rows
+    assert r["benchmark"] == "digits pair" and r["n"] == 1797 and r["seed"] == 0
+    assert r["anchor_auprc_method"] == "knn-disagreement"  # random never counts as an anchor
+    assert r["auprc_margin"] == pytest.approx(r["auprc"] - r["anchor_auprc"])
+    assert r["weights"].startswith("knn_weight=")
+    text = quality.format_suite(rows)
+    won = int(r["auprc_margin"] >= 0)
+    assert ("AUPRC >= best anchor: %d/1" % won) in text and "digits pair" in text

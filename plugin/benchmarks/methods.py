@@ -134,14 +134,17 @@ def m_label_audit(ctx: Context) -> MethodOutput:
         raise SkipMethod("label_audit.scoring.score_label_issues not available (%s)" % e)
     res = score_label_issues(ctx.labels, features=ctx.X, random_state=ctx.random_state)
     scores = np.asarray(res.label_issue_score, dtype=np.float64)
+    params = getattr(res, "params", {})
     flags = getattr(res, "is_label_issue", None)
     sugg = getattr(res, "suggested_label", None)
     return MethodOutput(
         scores=scores,
         flags=None if flags is None else np.asarray(flags, bool),
         suggested=None if sugg is None else np.asarray(sugg),
-        note="score_label_issues(labels, features=X, random_state=seed), defaults; "
-             "sec includes its own model fitting",
+        note="knn_weight=%s margin_weight=%.2f flag_margin=%.2f; score_label_issues(labels, "
+             "features=X, random_state=seed), defaults; sec includes its own model fitting" % (
+                 params.get("knn_weight_used"), params.get("margin_weight_used", 1.0),
+                 params.get("flag_margin_used", 0.3)),
     )
 
 

@@ -166,6 +166,70 @@ def format_quality(res):
     return "\n".join(lines)
 
 
+# the nine benchmarks of the README summary: (dataset, noise, rate, n)
+SUITE = [
+    ("digits", "pair", 0.1, None), ("digits", "uniform", 0.1, None), ("digits", "instance", 0.1, None),
+    ("fashion-mnist", "pair", 0.1, None), ("fashion-mnist", "uniform", 0.1, None),
+    ("fashion-mnist", "instance", 0.1, None),
+    ("synthetic", "pair", 0.05, 20000), ("synthetic", "uniform", 0.05, 10000),
+    ("synthetic", "instance", 0.05, 10000),
+]
+
+
+def _best_anchor(results, metric):
+    """(value, method) of the best anchor (every method but label-audit and random) on ``metric``."""
+    vals = [(r[metric], name) for name, r in results.items()
+            if name not in ("label-audit", "random") and r.get("status") == "ok"
+            and r.get(metric) is not None and r[metric] == r[metric]]
+    return max(vals) if vals else (float("nan"), "-")
+
+
+def run_suite(seeds=(0,), methods=None, suite=SUITE, progress=None):
+    """Run every benchmark of ``suite`` for every seed; returns a list of summary rows
+    (label-audit vs the best anchor on AUPRC and flag F1, with label-audit's chosen weights)."""
+    rows = []
+    for seed in seeds:
+        for dataset, noise, rate, n in suite:
+            res = run_quality(dataset, noise, rate, seed, methods=methods, n=n)
+            la = res["results"].get("label-audit", {})
+            a_val, a_name = _best_anchor(res["results"], "auprc")
+            f_val, f_name = _best_anchor(res["results"], "flag_f1")
+            rows.append(dict(
+                benchmark="%s %s" % (dataset, noise), rate=rate, seed=seed, n=res["config"]["n"],
+                auprc=la.get("auprc"), anchor_auprc=a_val, anchor_auprc_method=a_name,
+                auprc_margin=None if la.get("auprc") is None else la["auprc"] - a_val,
+                flag_f1=la.get("flag_f1"), anchor_f1=f_val, anchor_f1_method=f_name,
+                f1_margin=None if la.get("flag_f1") is None else la["flag_f1"] - f_val,
+                weights=la.get("note", "").split(";")[0], seconds=la.get("seconds"),
+            ))
+            if progress is not None:
+                progress(rows[-1])
+    return rows
+
+
+SUITE_COLUMNS = [
+    ("benchmark", "benchmark", 24, 0), ("seed", "seed", 4, 0), ("n", "n", 6, 0),
+    ("auprc", "AUPRC", 6, 3), ("anchor_auprc", "anchor", 6, 3), ("auprc_margin", "diff", 6, 3),
+    ("anchor_auprc_method", "best anchor (AUPRC)", 26, 0),
+    ("flag_f1", "flagF1", 6, 3), ("anchor_f1", "anchor", 6, 3), ("f1_margin", "diff", 6, 3),
+    ("anchor_f1_method", "best anchor (flag F1)", 26, 0), ("weights", "label-audit weights used", 40, 0),
+]
+
+
+def format_suite(rows):
+    lines = ["label-quality suite: label-audit vs the best anchor of the same run "
+             "(machine: %d cores, BLAS threads=%s)" % (_common.n_cores(), _common.blas_threads()),
+             _common.table(rows, SUITE_COLUMNS)]
+    ok = [r for r in rows if r["auprc"] is not None]
+    hard = [r for r in ok if not r["benchmark"].endswith("uniform")]
+    lines.append("AUPRC >= best anchor: %d/%d; AUPRC >= best anchor + 0.05 on pair/instance noise: %d/%d; "
+                 "flag F1 >= best anchor: %d/%d" % (
+                     sum(r["auprc_margin"] >= 0 for r in ok), len(ok),
+                     sum(r["auprc_margin"] >= 0.05 for r in hard), len(hard),
+                     sum(r["f1_margin"] >= 0 for r in ok if r["f1_margin"] is not None), len(ok)))
+    return "\n".join(lines)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="label-audit bench quality", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=DATASETS, default="digits")
@@ -182,12 +246,33 @@ def build_parser():
                    help="comma-separated subset of: " + ", ".join(METHODS))
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads (threadpoolctl)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--suite", action="store_true",
+                   help="run the nine README benchmarks (ignores --dataset/--noise/--rate/--n) and "
+                        "print the summary table")
+    p.add_argument("--seeds", default="0", help="with --suite: comma-separated seeds (e.g. 0,1,2)")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     methods = args.methods.split(",") if args.methods else None
+    if args.suite:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+
+        def progress(r):
+            if not args.json:
+                print("  done: %s seed %d (AUPRC %.3f vs %.3f)" % (
+                    r["benchmark"], r["seed"], r["auprc"] or float("nan"), r["anchor_auprc"]),
+                    file=sys.stderr, flush=True)
+
+        try:
+            with _common.limit_threads(args.threads):
+                rows = run_suite(seeds, methods=methods, progress=progress)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            print("error: %s" % e, file=sys.stderr)
+            return 2
+        print(json.dumps(_common.json_safe(rows), indent=2) if args.json else format_suite(rows))
+        return 0
     try:
         with _common.limit_threads(args.threads):
             res = run_quality(args.dataset, args.noise, args.rate, args.seed, methods=methods,
