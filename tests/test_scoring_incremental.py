@@ -183,7 +183,7 @@ def test_converge_reaches_the_optimum_of_the_new_objective(setup):
 
     X, y, yn, err, r, _ = setup
     y2, ch, rem, keep = _change(setup, seed=2)
-    ri = update_label_issues(r, X, y2, changed=ch, removed=rem, converge=True, newton_steps=8,
+    ri = update_label_issues(r, X, y2, changed=ch, removed=rem, converge=True, newton_steps=8, cg_max_iter=10,
                              newton_rtol=1e-3)
     info = ri.model_state["update_info"]["newton"]
     assert info["target"] == "optimum" and min(info["step_size"]) > 0
@@ -240,6 +240,10 @@ def test_removed_rows_given_as_zeros_keep_their_pull(setup):
 def test_two_hop_repair_is_a_valid_graph_close_to_exact(setup):
     X, y, yn, err, r, _ = setup
     rem = np.random.default_rng(4).choice(len(y), 90, replace=False)  # 5%: many rows lose a neighbour
+    import dataclasses
+
+    # without spare neighbours every row that lost one is repaired by a search
+    r = dataclasses.replace(r, model_state={k: v for k, v in r.model_state.items() if not k.startswith("spare_")})
     a = update_label_issues(r, X, yn, removed=rem, refit=False, knn_repair="two_hop")
     b = update_label_issues(r, X, yn, removed=rem, refit=False, knn_repair="exact")
     assert a.model_state["update_info"]["knn_repair"] == "two_hop"
@@ -260,6 +264,28 @@ def test_two_hop_repair_is_a_valid_graph_close_to_exact(setup):
     assert same.mean() > 0.9  # two-hop finds the exact new neighbours for most repaired rows
     # where it does not, the neighbour it found is nearly as close
     assert np.abs(a.neighbor_distances - b.neighbor_distances).max() < 0.1
+
+
+def test_spare_neighbours_give_the_exact_graph_without_a_search(setup):
+    """A row that lost neighbours takes the next ones from its spares: the graph equals a full
+    recompute's exactly, and a second round still does (spares carried over)."""
+    X, y, yn, err, r, _ = setup
+    n = len(y)
+    assert r.model_state["spare_neighbors"].shape == (n, 5)
+    assert (r.model_state["spare_distances"] >= r.neighbor_distances[:, -1:] - 1e-6).all()
+    rem = np.random.default_rng(4).choice(n, 90, replace=False)
+    a = update_label_issues(r, X, yn, removed=rem, refit=False)
+    info = a.model_state["update_info"]
+    assert info["knn_from_spares"] > 100 and info["knn_repaired"] < info["knn_from_spares"] / 10
+    keep = np.setdiff1d(np.arange(n), rem)
+    full = score_label_issues(yn[keep], X[keep], folds=r.folds[keep])
+    np.testing.assert_array_equal(np.sort(a.neighbor_indices, 1), np.sort(full.neighbor_indices, 1))
+    np.testing.assert_allclose(a.neighbor_distances, full.neighbor_distances, atol=1e-5)
+    rem2 = np.random.default_rng(5).choice(len(keep), 60, replace=False)
+    b = update_label_issues(a, X[keep], yn[keep], removed=rem2, refit=False)
+    keep2 = keep[np.setdiff1d(np.arange(len(keep)), rem2)]
+    full2 = score_label_issues(yn[keep2], X[keep2], folds=r.folds[keep2])
+    np.testing.assert_array_equal(np.sort(b.neighbor_indices, 1), np.sort(full2.neighbor_indices, 1))
 
 
 def test_knn_weight_choice_and_chained_updates_match_full(setup):

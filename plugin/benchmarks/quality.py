@@ -268,10 +268,11 @@ def main(argv=None) -> int:
         try:
             with _common.limit_threads(args.threads):
                 rows = run_suite(seeds, methods=methods, progress=progress)
+                text = json.dumps(_common.json_safe(rows), indent=2) if args.json else format_suite(rows)
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             print("error: %s" % e, file=sys.stderr)
             return 2
-        print(json.dumps(_common.json_safe(rows), indent=2) if args.json else format_suite(rows))
+        print(text)
         return 0
     try:
         with _common.limit_threads(args.threads):

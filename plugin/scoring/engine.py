@@ -31,6 +31,11 @@ from .probabilities import Preprocessor, out_of_fold_probabilities, validate_fea
 
 __all__ = ["LabelIssueResult", "score_label_issues"]
 
+#: neighbours beyond k found by the kNN search and kept in ``model_state`` ("spare_neighbors",
+#: "spare_distances", (N, KNN_SPARES)): the incremental update fills the place of a removed
+#: neighbour from them, exactly, without a search
+KNN_SPARES = 5
+
 
 @dataclass
 class LabelIssueResult:
@@ -347,10 +352,16 @@ def score_label_issues(
             Xk, kprep = Z, prep
         else:
             Xk, kprep = _knn_features(X, prep, max_dim, random_state)
-        nbr, dist = knn_search(Xk, k, method=knn_method, random_state=random_state)
+        # KNN_SPARES extra neighbours per row are kept in the model state: after removals the
+        # incremental update replaces a removed neighbour by the next one exactly (no search)
+        spares = max(0, min(KNN_SPARES, n - 1 - k))
+        nbr, dist = knn_search(Xk, k + spares, method=knn_method, random_state=random_state)
+        nbr, dist, spare_nbr, spare_dist = nbr[:, :k], dist[:, :k], nbr[:, k:], dist[:, k:]
         if compute_importance:
             leverage = class_conditional_leverage(Xk, labels, n_classes=K)
         if state is None:
             state = {}
         state["knn_preprocessor"] = kprep
+        state["spare_neighbors"] = np.ascontiguousarray(spare_nbr)
+        state["spare_distances"] = np.ascontiguousarray(spare_dist)
     return _finish(labels, K, classes, P, None, nbr, dist, leverage, folds_out, np.arange(n), params, state)
