@@ -12,7 +12,7 @@ the top ``max_dim`` principal components (PCA fitted on a subsample of at most
 ``pca_samples`` rows, all rows projected chunk by chunk), z-scored.
 
 Speed: one fit on a class-stratified random subsample (``full_fit_samples`` rows, default
-20k), then each fold model is warm-started from it and refined with ``fold_max_iter`` (30)
+20k), then each fold model is warm-started from it and refined with ``fold_max_iter`` (20)
 L-BFGS iterations on all its training rows (copied out for PCA features or when that copy is
 <= 512 MB, else masked).  For ``d <= max_dim`` L-BFGS runs on a preconditioned parametrisation ``W = T V``
 (T ~ inverse square root of the Hessian, from the subsample covariance); the objective and its
@@ -35,12 +35,15 @@ two seeds agree to max |delta| 0.032, Spearman 0.99995):
 fold_max_iter   OOF s   seed vs seed Spearman  max |delta| vs ref  AUPRC
 ==============  ======  =====================  ==================  =======
 12 (former)     11-15   0.922                  (not run)           0.948
-30 (default)    15-18   0.987                  0.30-0.46           0.956
+20 (default)    15-17   0.969                  0.45-0.50           0.954
+30              15-18   0.987                  0.30-0.46           0.956
 60              29-33   0.998                  0.18-0.21           0.957
 100             47-50   0.9997                 0.14                0.957
 ==============  ======  =====================  ==================  =======
 
-30 is the default: most of the AUPRC and reproducibility gain for ~4 s more at this size.
+(OOF seconds on the shared 2-core box, so only roughly comparable.)  20 is the default: at
+30 the whole score took 29.2 s against cleanlab's 136.6 s in the speed benchmark (4.7x, below
+the 5x target of issue #4); 20 keeps most of the gain over 12.
 
 Memory: for ``d <= max_dim`` no copy of ``features`` is made (a float32 C-contiguous array or
 ``np.memmap`` is used in place); for ``d > max_dim`` one (n, max_dim) float32 array is
@@ -509,7 +512,7 @@ def out_of_fold_probabilities(
     n_folds: int = 5,
     C: float = 1.0,
     max_iter: int = 100,
-    fold_max_iter: int = 30,
+    fold_max_iter: int = 20,
     tol: float = 1e-5,
     warm_start: bool = True,
     max_dim: int = 256,
@@ -540,7 +543,7 @@ def out_of_fold_probabilities(
     max_iter : int, default 100
         L-BFGS iterations of the warm-start fit (on a stratified subsample of
         ``full_fit_samples`` rows); also the per-fold budget when ``warm_start=False``.
-    fold_max_iter : int, default 30
+    fold_max_iter : int, default 20
         L-BFGS iterations per fold model (warm-started, on all its training rows).
     tol : float, default 1e-5
         Stop when the largest absolute gradient entry (of the preconditioned problem) is below ``tol``.
