@@ -186,7 +186,8 @@ def test_converge_reaches_the_optimum_of_the_new_objective(setup):
     ri = update_label_issues(r, X, y2, changed=ch, removed=rem, converge=True, newton_steps=8, cg_max_iter=10,
                              newton_rtol=1e-3)
     info = ri.model_state["update_info"]["newton"]
-    assert info["target"] == "optimum" and min(info["step_size"]) > 0
+    # steps make progress until float32 precision stops the line search (then step size 0)
+    assert info["target"] == "optimum" and info["step_size"][0] > 0 and min(info["gradient_ratio"]) < 0.02
     st = dict(r.model_state, folds=r.folds[keep])  # the optimum in the same coordinates
     P_opt = converged_probabilities(X[keep], y2[keep], r.folds[keep], st)
     assert np.abs(ri.pred_probs - P_opt).max() < 0.01
@@ -329,14 +330,14 @@ def test_incremental_benchmark_table():
 
     out = run(sizes=[(1500, 16, 4)], fractions=[0.02], floor=True)
     rows = {r["method"]: r for r in out["rows"] if "fraction" in r}
-    assert set(rows) == {"full, random_state+1", "refit=True (newton)", "refit=False"}
-    newton = rows["refit=True (newton)"]
+    assert set(rows) == {"full, random_state+1", "refit=True (auto: newton)", "refit=False"}
+    newton = rows["refit=True (auto: newton)"]
     assert newton["update_s"] > 0 and newton["speedup"] == pytest.approx(newton["full_s"] / newton["update_s"])
     assert 0 <= newton["max_d"] <= 1 and -1 <= newton["spearman"] <= 1 and 0 <= newton["flags_agree"] <= 1
     # the refit moves the scores towards the full recompute
     assert newton["spearman"] >= rows["refit=False"]["spearman"] - 1e-3
     text = format_table(out)
-    assert "refit=True (newton)" in text and "1500x16x4" in text
+    assert "refit=True (auto: newton)" in text and "1500x16x4" in text
 
 
 def test_newton_update_on_pca_features(setup):

@@ -11,7 +11,8 @@ fraction f, ``round(f n)`` wrong labels are fixed and ``round(f n)`` other sampl
   folds=result.folds[kept])``, timed in the same run;
 * ``update_label_issues(result, X, new labels, changed=..., removed=...)`` with
   ``refit=True`` (the default: Newton-CG refit), ``refit=False`` (old probabilities) and,
-  with ``--lbfgs``, ``solver="lbfgs"`` (warm-started L-BFGS, 10 iterations per fold);
+  with ``--lbfgs``, also the solver ``"auto"`` did not pick (``"lbfgs"``: warm-started L-BFGS,
+  10 iterations per fold; ``"newton"`` above ``NEWTON_MAX_SIZE``);
 
 and each update is compared with the anchor: max |delta label_issue_score|, Spearman rank
 correlation of ``label_issue_score``, fraction of rows whose ``is_label_issue`` agrees, and the
@@ -165,9 +166,13 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                     if opt is not None:
                         row["max_d_opt"] = compare(other, _with_probs(other, opt))[0]
                     rows.append(row)
-                methods = [("refit=True (newton)", {}), ("refit=False", dict(refit=False))]
-                if lbfgs:
-                    methods.append(("refit=True lbfgs", dict(solver="lbfgs")))
+                from label_audit.scoring.incremental import NEWTON_MAX_SIZE
+
+                auto = "newton" if float(n) * min(d, result.params["max_dim"]) * K <= NEWTON_MAX_SIZE else "lbfgs"
+                methods = [("refit=True (auto: %s)" % auto, {}), ("refit=False", dict(refit=False))]
+                if lbfgs:  # the solver "auto" did not pick
+                    other = "lbfgs" if auto == "newton" else "newton"
+                    methods.append(("refit=True %s" % other, dict(solver=other)))
                 for name, kw in methods:
                     times = []
                     for _ in range(max(1, repeats)):
@@ -208,7 +213,7 @@ def main(argv=None):
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--floor", action="store_true", help="add a second full recompute (random_state + 1)")
     parser.add_argument("--optimum", action="store_true", help="compare with the exact optimum (slow)")
-    parser.add_argument("--lbfgs", action="store_true", help="also time solver='lbfgs'")
+    parser.add_argument("--lbfgs", action="store_true", help="also time the refit solver 'auto' does not pick")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per update (median)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
