@@ -364,4 +364,13 @@ def score_label_issues(
         state["knn_preprocessor"] = kprep
         state["spare_neighbors"] = np.ascontiguousarray(spare_nbr)
         state["spare_distances"] = np.ascontiguousarray(spare_dist)
+        if "coef" in state and backend == "local":
+            from .incremental import NEWTON_MAX_SIZE
+            from .newton import block_preconditioner_from_probabilities
+
+            coef = state["coef"]
+            if float(n) * coef.shape[1] * coef.shape[2] <= NEWTON_MAX_SIZE:
+                # what the first incremental update (Newton refit) would otherwise build
+                state["newton_preconditioner"] = block_preconditioner_from_probabilities(
+                    X, P, state, random_state=random_state, device=device)
     return _finish(labels, K, classes, P, None, nbr, dist, leverage, folds_out, np.arange(n), params, state)

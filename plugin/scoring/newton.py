@@ -47,7 +47,41 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["newton_refit_fold_models"]
+__all__ = ["newton_refit_fold_models", "block_preconditioner_from_probabilities"]
+
+
+def block_preconditioner_from_probabilities(features, probs, state, *, precond_rows: int = 65_536,
+                                            random_state=0, device=None) -> np.ndarray:
+    """The inverse block preconditioner ``(K, d' + 1, d' + 1)`` float32 of
+    :func:`newton_refit_fold_models`, built from given class probabilities ``probs`` (N, K)
+    (e.g. the out-of-fold ones) instead of the fold models' own; stored by the full score as
+    ``state["newton_preconditioner"]`` so the first incremental update does not build it (it
+    only changes how many CG iterations are needed, not the refit's target)."""
+    import torch
+
+    from .probabilities import _torch_device
+
+    prep = state["preprocessor"]
+    dev = _torch_device(device)
+    n = probs.shape[0]
+    rng = np.random.default_rng(random_state)
+    m = min(n, precond_rows)
+    rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+    Xr = np.asarray(features[rows], np.float32)
+    with torch.no_grad():
+        if prep.folds_into_weights:
+            Xt = torch.from_numpy(np.ascontiguousarray(Xr)).to(dev)
+            mean = torch.from_numpy(prep.mean).to(dev)
+            inv_scale = torch.from_numpy((1.0 / prep.scale).astype(np.float32)).to(dev)
+        else:
+            Xt = torch.from_numpy(prep.transform(Xr)).to(dev)
+            mean = inv_scale = None
+        batch = _Batch(Xt, mean, inv_scale, None, None, float(state["C"]), 16_384)
+        P = torch.from_numpy(np.ascontiguousarray(probs[rows], dtype=np.float32)).to(dev)[:, None, :]
+        n_folds = int(np.asarray(state["coef"]).shape[0])
+        prec = _BlockPreconditioner(batch, P, torch.arange(m, device=dev), n * (n_folds - 1) / n_folds,
+                                    float(state["C"]))
+    return prec.Hinv.cpu().numpy()
 
 
 class _Batch:
