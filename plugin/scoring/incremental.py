@@ -43,29 +43,33 @@ as long as no row lost more than ``KNN_SPARES`` neighbours (tested); before the 
 two-hop repair missed the exact new neighbour in about half the repaired rows, which was the
 largest part of the update's max |delta| (0.055 -> 0.020 at 30k, 1%).
 
-Measured (``python bench/incremental.py --sizes 30000x128x20 --floor --lbfgs``, synthetic, 10%
-noise, 1 torch/BLAS thread, anchor timed in the same run, update = median of 3; the machine is
-a shared 2-core VM, so compare ratios within a run):
+Measured (``python bench/incremental.py --sizes 30000x128x20 --floor --lbfgs --threads 1``,
+synthetic, 10% noise, 1 torch/BLAS thread, anchor timed in the same run, update = median of
+3; the machine is a shared 2-core VM, so compare ratios within a run):
 
 ======  ===============  ========  =======  =======  ========  ======
 change  method           update s  speedup  max|d|   Spearman  flags
 ======  ===============  ========  =======  =======  ========  ======
-1%      anchor (10.9 s)
-1%      full, seed + 1   10.24     1.1      0.038    0.9998    .9995
-1%      newton (default) 1.09      10.0     0.034    0.9999    .9996
-1%      lbfgs            1.42      7.7      0.047    0.9998    .9995
-1%      refit=False      0.30      36.7     0.206    0.9922    .9984
-0.1%    anchor (12.4 s)
-0.1%    full, seed + 1   11.54     1.1      0.029    0.9999    .9996
-0.1%    newton (default) 0.78      15.8     0.034    0.9999    .9997
-0.1%    lbfgs            1.37      9.0      0.034    0.9999    .9997
-0.1%    refit=False      0.29      43.2     0.077    0.9991    .9991
+1%      anchor (11.8 s)
+1%      full, seed + 1   11.33     1.0      0.038    0.9998    .9995
+1%      newton (auto)    1.02      11.6     0.034    0.9999    .9996
+1%      lbfgs            1.34      8.8      0.047    0.9998    .9995
+1%      refit=False      0.24      48.2     0.206    0.9922    .9984
+0.1%    anchor (13.0 s)
+0.1%    full, seed + 1   13.12     1.0      0.029    0.9999    .9996
+0.1%    newton (auto)    1.13      11.5     0.035    0.9999    .9997
+0.1%    lbfgs            1.28      10.2     0.034    0.9999    .9997
+0.1%    refit=False      0.34      37.7     0.077    0.9991    .9991
 ======  ===============  ========  =======  =======  ========  ======
 
-(1% = 300 wrong labels fixed and 300 other samples removed.)  The newton refit takes 5 + 3 CG
-iterations at 1% (two Newton steps) and 5 at 0.1% (one step: ``newton_rtol=0.3``); the kNN
-stage costs ~0.02 s with the spare neighbours (was ~0.25 s of two-hop search).  At
-100k x 256 x 80 see the README (the L-BFGS refit is used there, ``solver="auto"``).
+(1% = 300 wrong labels fixed and 300 other samples removed.)  Two Newton steps, 5 + 3 CG
+iterations; the kNN stage costs ~0.02 s with the spare neighbours (was ~0.25 s of two-hop
+search); the block preconditioner of the Newton refit is built once by the full score
+(``state["newton_preconditioner"]``, ~0.2 s at this size) instead of by the first update.
+Over three runs of the same command during the change the newton row measured 9.0-11.6x
+(noise of the shared machine).  At 100k x 256 x 80 (``solver="auto"`` = L-BFGS there) the
+refit is 2.4-2.7x and no update can be told apart from the anchor's own run-to-run
+difference (README).
 """
 
 from __future__ import annotations
