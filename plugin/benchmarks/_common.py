@@ -25,15 +25,29 @@ def n_cores():
 
 @contextlib.contextmanager
 def limit_threads(threads):
-    """threadpoolctl limit on BLAS/OpenMP pools (no-op if unavailable);
-    yields the effective BLAS thread count (or ``threads`` if unknown)."""
+    """threadpoolctl limit on BLAS/OpenMP pools (no-op if unavailable) and torch's intra-op
+    threads; yields the effective BLAS thread count (or ``threads`` if unknown).
+
+    torch is imported first so that its BLAS/OpenMP libraries are loaded, and therefore
+    limited, before the limit is set (a library loaded later keeps its own thread count)."""
     try:
-        from threadpoolctl import threadpool_limits
+        import torch
     except ImportError:  # pragma: no cover
-        yield threads
-        return
-    with threadpool_limits(limits=threads):
-        yield blas_threads(default=threads)
+        torch = None
+    prev = None if torch is None else torch.get_num_threads()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover
+            yield threads
+            return
+        with threadpool_limits(limits=threads):
+            yield blas_threads(default=threads)
+    finally:
+        if torch is not None:
+            torch.set_num_threads(prev)
 
 
 def blas_threads(default=None):
