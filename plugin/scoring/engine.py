@@ -356,14 +356,15 @@ def score_label_issues(
         # incremental update replaces a removed neighbour by the next one exactly (no search)
         spares = max(0, min(KNN_SPARES, n - 1 - k))
         nbr, dist = knn_search(Xk, k + spares, method=knn_method, random_state=random_state)
-        nbr, dist, spare_nbr, spare_dist = nbr[:, :k], dist[:, :k], nbr[:, k:], dist[:, k:]
+        nbr, dist, spare_nbr, spare_dist = (np.ascontiguousarray(a) for a in (
+            nbr[:, :k], dist[:, :k], nbr[:, k:], dist[:, k:]))
         if compute_importance:
             leverage = class_conditional_leverage(Xk, labels, n_classes=K)
         if state is None:
             state = {}
         state["knn_preprocessor"] = kprep
-        state["spare_neighbors"] = np.ascontiguousarray(spare_nbr)
-        state["spare_distances"] = np.ascontiguousarray(spare_dist)
+        state["spare_neighbors"] = spare_nbr
+        state["spare_distances"] = spare_dist
         if "coef" in state and backend == "local":
             from .incremental import NEWTON_MAX_SIZE
             from .newton import block_preconditioner_from_probabilities
