@@ -19,10 +19,10 @@ from .fusion import (
     choose_margin_weight,
     flag_label_issues,
     fuse_probabilities,
-    label_issue_scores,
-    margins,
     noise_concentration,
     outlier_flags,
+    own_and_best_other,
+    scores_from_own_and_best_other,
     outlier_scores,
 )
 from .importance import class_conditional_leverage, logistic_sensitivity
@@ -165,11 +165,12 @@ def _finish(
     fm = choose_flag_margin(conc) if fm == "auto" else float(fm)
     params = dict(params, knn_weight_used=w if pk is not None else 0.0, noise_concentration=conc,
                   margin_weight_used=lam, flag_margin_used=fm)
-    score = label_issue_scores(labels, q, margin_weight=lam)
+    own, best_other = own_and_best_other(labels, q)
+    score = scores_from_own_and_best_other(own, best_other, margin_weight=lam)
     amb = ambiguity_flags(labels, q, ambiguity_margin=params["ambiguity_margin"])
     flags = flag_label_issues(labels, q, filter_by=params["filter_by"], exclude=amb)
-    # and any label another class beats by at least flag_margin in fused probability
-    flags |= margins(labels, q) > fm
+    # and any label another class beats by more than flag_margin in fused probability
+    flags |= (best_other - own).astype(np.float32) > fm
     if leverage is not None:
         importance = logistic_sensitivity(leverage, losses)
     else:

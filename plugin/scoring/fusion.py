@@ -119,16 +119,23 @@ def _top2(q: np.ndarray):
     return part[:, 0], part[:, 1], v[:, 0], v[:, 1]
 
 
+def own_and_best_other(labels: np.ndarray, fused_probs: np.ndarray):
+    """``(q_y, max_{k != y} q_k)``, two float64 (N,) arrays: what :func:`margins` and
+    :func:`label_issue_scores` are made of (callers needing both compute them once)."""
+    labels = np.asarray(labels)
+    q = np.asarray(fused_probs)
+    rows = np.arange(labels.shape[0])
+    own = q[rows, labels].astype(np.float64)
+    other = q.copy()
+    other[rows, labels] = -np.inf
+    return own, other.max(axis=1).astype(np.float64)
+
+
 def margins(labels: np.ndarray, fused_probs: np.ndarray) -> np.ndarray:
     """``max_{k != y} q_k - q_y``: shape (N,), range [-1, 1]; > 0 means another class beats the
     given label (float32)."""
-    labels = np.asarray(labels)
-    q = np.asarray(fused_probs)
-    n = labels.shape[0]
-    own = q[np.arange(n), labels]
-    other = q.copy()
-    other[np.arange(n), labels] = -np.inf
-    return (other.max(axis=1) - own).astype(np.float32)
+    own, best_other = own_and_best_other(labels, fused_probs)
+    return (best_other - own).astype(np.float32)
 
 
 def label_issue_scores(labels: np.ndarray, fused_probs: np.ndarray, *, margin_weight: float = 1.0) -> np.ndarray:
@@ -140,18 +147,14 @@ def label_issue_scores(labels: np.ndarray, fused_probs: np.ndarray, *, margin_we
     sample higher as its own probability drops; a larger ``lam`` also ranks it higher when the
     lost probability went to one other class rather than being spread.
     """
+    return scores_from_own_and_best_other(*own_and_best_other(labels, fused_probs), margin_weight=margin_weight)
+
+
+def scores_from_own_and_best_other(own: np.ndarray, best_other: np.ndarray, *, margin_weight: float = 1.0) -> np.ndarray:
+    """:func:`label_issue_scores` from the output of :func:`own_and_best_other` (float32 (N,))."""
     if not 0.0 <= margin_weight <= 1.0:
         raise ValueError(f"margin_weight must be in [0, 1]; got {margin_weight}.")
-    labels = np.asarray(labels)
-    q = np.asarray(fused_probs)
-    n = labels.shape[0]
-    own = q[np.arange(n), labels].astype(np.float64)
-    if margin_weight == 0:
-        return (1.0 - own).astype(np.float32)
-    other = q.copy()
-    other[np.arange(n), labels] = -np.inf
-    mo = other.max(axis=1).astype(np.float64)
-    return ((margin_weight * mo - own + 1.0) / (1.0 + margin_weight)).astype(np.float32)
+    return ((margin_weight * best_other - own + 1.0) / (1.0 + margin_weight)).astype(np.float32)
 
 
 def noise_concentration(confident_joint: np.ndarray) -> float:
