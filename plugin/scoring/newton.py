@@ -50,6 +50,28 @@ import numpy as np
 __all__ = ["newton_refit_fold_models", "block_preconditioner_from_probabilities"]
 
 
+def _torch_inputs(prep, rows_X, dev):
+    """``(X, mean, inv_scale)`` as the passes read the rows: the raw float32 rows with the
+    per-column affine map of ``prep`` (folded into the weights), or the projected z-scored rows
+    (``mean = inv_scale = None``) when ``prep`` is a PCA."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # non-writable input -> torch warning
+        if prep.folds_into_weights:
+            return (torch.from_numpy(np.ascontiguousarray(rows_X, dtype=np.float32)).to(dev),
+                    torch.from_numpy(prep.mean).to(dev),
+                    torch.from_numpy((1.0 / prep.scale).astype(np.float32)).to(dev))
+        return torch.from_numpy(prep.transform(np.asarray(rows_X, np.float32))).to(dev), None, None
+
+
+def _standardize(X, mean, inv_scale):
+    """The z-scored rows ``z`` of rows read as :func:`_torch_inputs` returns them."""
+    return X if inv_scale is None else (X - mean) * inv_scale
+
+
 def block_preconditioner_from_probabilities(features, probs, state, *, precond_rows: int = 65_536,
                                             random_state=0, device=None) -> np.ndarray:
     """The inverse block preconditioner ``(K, d' + 1, d' + 1)`` float32 of
@@ -61,26 +83,16 @@ def block_preconditioner_from_probabilities(features, probs, state, *, precond_r
 
     from .probabilities import _torch_device
 
-    prep = state["preprocessor"]
     dev = _torch_device(device)
     n = probs.shape[0]
     rng = np.random.default_rng(random_state)
     m = min(n, precond_rows)
     rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
-    Xr = np.asarray(features[rows], np.float32)
     with torch.no_grad():
-        if prep.folds_into_weights:
-            Xt = torch.from_numpy(np.ascontiguousarray(Xr)).to(dev)
-            mean = torch.from_numpy(prep.mean).to(dev)
-            inv_scale = torch.from_numpy((1.0 / prep.scale).astype(np.float32)).to(dev)
-        else:
-            Xt = torch.from_numpy(prep.transform(Xr)).to(dev)
-            mean = inv_scale = None
-        batch = _Batch(Xt, mean, inv_scale, None, None, float(state["C"]), 16_384)
-        P = torch.from_numpy(np.ascontiguousarray(probs[rows], dtype=np.float32)).to(dev)[:, None, :]
+        Z = _standardize(*_torch_inputs(state["preprocessor"], np.asarray(features[rows], np.float32), dev))
+        p = torch.from_numpy(np.ascontiguousarray(probs[rows], dtype=np.float32)).to(dev)
         n_folds = int(np.asarray(state["coef"]).shape[0])
-        prec = _BlockPreconditioner(batch, P, torch.arange(m, device=dev), n * (n_folds - 1) / n_folds,
-                                    float(state["C"]))
+        prec = _BlockPreconditioner(Z, p, n * (n_folds - 1) / n_folds, float(state["C"]))
     return prec.Hinv.cpu().numpy()
 
 
@@ -143,40 +155,46 @@ class _Batch:
             P[a:z] = logp.exp_()
         return P, ce + (W.double() ** 2).sum((0, 2)) / (2.0 * self.C)
 
-    def gradient(self, W, b, P):
-        """Gradient of ``sum_{train} CE + ||W||^2 / 2C`` per fold: ((d, F, K), (F, K))."""
-        import torch
-
-        d, F, K = W.shape
-        G = torch.zeros((d, F * K), dtype=W.dtype, device=W.device)
-        s = torch.zeros(F * K, dtype=W.dtype, device=W.device)
-        for a, z in self.chunks():
-            R = P[a:z].clone()
-            R[torch.arange(z - a, device=R.device), :, self.y[a:z]] -= 1.0
-            R *= self.train[a:z, :, None]
-            R = R.reshape(z - a, F * K)
-            G += self.X[a:z].T @ R
-            s += R.sum(0)
-        return self._back(G, s).reshape(d, F, K) + W / self.C, s.reshape(F, K)
-
-    def hvp(self, P, V, c):
-        """Hessian-vector product at the weights that gave ``P``, direction (V (d, F, K), c (F, K))."""
+    def _pull_back(self, residual, V):
+        """``(Z^T R + V / C, sum_i R_i)`` per fold, ``R`` the (rows, F, K) residual that
+        ``residual(a, z)`` returns for rows [a, z), masked to the training rows of every fold."""
         import torch
 
         d, F, K = V.shape
-        A, off = self._affine(V, c)
         G = torch.zeros((d, F * K), dtype=V.dtype, device=V.device)
         s = torch.zeros(F * K, dtype=V.dtype, device=V.device)
         for a, z in self.chunks():
-            S = (self.X[a:z] @ A + off).reshape(z - a, F, K)
-            Pc = P[a:z]
-            R = Pc * S
-            R -= Pc * R.sum(-1, keepdim=True)
+            R = residual(a, z)
             R *= self.train[a:z, :, None]
             R = R.reshape(z - a, F * K)
             G += self.X[a:z].T @ R
             s += R.sum(0)
         return self._back(G, s).reshape(d, F, K) + V / self.C, s.reshape(F, K)
+
+    def gradient(self, W, b, P):
+        """Gradient of ``sum_{train} CE + ||W||^2 / 2C`` per fold: ((d, F, K), (F, K))."""
+        import torch
+
+        def residual(a, z):
+            R = P[a:z].clone()
+            R[torch.arange(z - a, device=R.device), :, self.y[a:z]] -= 1.0
+            return R
+
+        return self._pull_back(residual, W)
+
+    def hvp(self, P, V, c):
+        """Hessian-vector product at the weights that gave ``P``, direction (V (d, F, K), c (F, K))."""
+        d, F, K = V.shape
+        A, off = self._affine(V, c)
+
+        def residual(a, z):
+            S = (self.X[a:z] @ A + off).reshape(z - a, F, K)
+            Pc = P[a:z]
+            R = Pc * S
+            R -= Pc * R.sum(-1, keepdim=True)
+            return R
+
+        return self._pull_back(residual, V)
 
     def own_fold_probabilities(self, W, b, fold_pos):
         """(n, K) probabilities of every row under the model at position ``fold_pos[i]``."""
@@ -198,27 +216,24 @@ class _Batch:
 class _BlockPreconditioner:
     """Per-class Cholesky factors of the approximate diagonal Hessian blocks (see module doc)."""
 
-    def __init__(self, batch: _Batch, P, rows, n_train_mean: float, C: float, weight_floor: float = 1e-2):
+    def __init__(self, Z, p, n_train_mean: float, C: float, weight_floor: float = 1e-2):
+        """``Z`` (m, d) z-scored rows, ``p`` (m, K) their class probabilities."""
         import torch
 
-        Xs = batch.X[rows]
-        if batch.inv_scale is not None:
-            Xs = (Xs - batch.mean) * batch.inv_scale
-        m, d = Xs.shape
-        Za = torch.cat([Xs, torch.ones((m, 1), dtype=Xs.dtype, device=Xs.device)], 1)
-        p = P[rows].mean(1)  # (m, K), averaged over the fold models
+        m, d = Z.shape
+        Za = torch.cat([Z, torch.ones((m, 1), dtype=Z.dtype, device=Z.device)], 1)
         w = p * (1.0 - p)
         K = p.shape[1]
         scale = n_train_mean / max(m, 1)
-        reg = torch.full((d + 1,), 1.0 / C, dtype=torch.float64, device=Xs.device)
+        reg = torch.full((d + 1,), 1.0 / C, dtype=torch.float64, device=Z.device)
         reg[-1] = 1e-3
-        H = torch.empty((K, d + 1, d + 1), dtype=torch.float64, device=Xs.device)
+        H = torch.empty((K, d + 1, d + 1), dtype=torch.float64, device=Z.device)
         for c in range(K):
             sel = torch.nonzero(w[:, c] > weight_floor).flatten()
             Zc = Za[sel] * w[sel, c, None].sqrt()
             H[c] = (Zc.T @ Zc).double() * scale
         H += torch.diag(reg)[None]
-        self.Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H)).to(Xs.dtype)  # (K, d + 1, d + 1)
+        self.Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H)).to(Z.dtype)  # (K, d + 1, d + 1)
 
     @classmethod
     def from_inverse(cls, Hinv):
@@ -409,23 +424,9 @@ def newton_refit_fold_models(
         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0
         return time.perf_counter()
 
-    def transform(rows_X):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # non-writable input -> torch warning
-            if prep.folds_into_weights:
-                return torch.from_numpy(np.ascontiguousarray(rows_X, dtype=np.float32)).to(dev)
-            return torch.from_numpy(prep.transform(np.asarray(rows_X, np.float32))).to(dev)
-
     with torch.no_grad(), _threads_for_size(float(keep.size) * prep.scale.shape[0] * K * max(active.size, 1)):
         t0 = time.perf_counter()
-        Xt = transform(X)
-        if prep.folds_into_weights:
-            mean = torch.from_numpy(prep.mean).to(dev)
-            inv_scale = torch.from_numpy((1.0 / prep.scale).astype(np.float32)).to(dev)
-        else:
-            mean = inv_scale = None
+        Xt, mean, inv_scale = _torch_inputs(prep, X, dev)
         yt = torch.from_numpy(y).to(dev)
         fold_t = torch.from_numpy(fk).to(dev)
         new_coef, new_int = coef.copy(), intercept.copy()
@@ -455,7 +456,7 @@ def newton_refit_fold_models(
                 rem = np.zeros(0, np.int64) if removed_with_features is None else np.asarray(removed_with_features,
                                                                                              np.int64)
                 if rem.size:
-                    Xr = transform(np.asarray(features)[rem])
+                    Xr = _torch_inputs(prep, np.asarray(features)[rem], dev)[0]
                     rW, rb = _rows_gradient(batch, Xr, W, b, torch.from_numpy(folds[rem]).to(dev),
                                             torch.from_numpy(old_labels[rem]).to(dev),
                                             -torch.ones(rem.size, dtype=W.dtype, device=dev))
@@ -476,7 +477,10 @@ def newton_refit_fold_models(
                 rng = np.random.default_rng(random_state)
                 m = min(keep.size, precond_rows)
                 rows = np.sort(rng.choice(keep.size, m, replace=False)) if m < keep.size else np.arange(keep.size)
-                prec = _BlockPreconditioner(batch, P, torch.from_numpy(rows).to(dev), float(n_train.mean()), batch.C)
+                rows_t = torch.from_numpy(rows).to(dev)
+                prec = _BlockPreconditioner(_standardize(batch.X[rows_t], batch.mean, batch.inv_scale),
+                                            P[rows_t].mean(1),  # averaged over the fold models
+                                            float(n_train.mean()), batch.C)
                 info["preconditioner"] = "built"
             t0 = tick("preconditioner", t0)
             g0 = torch.sqrt((gW * gW).sum((0, 2)) + (gb * gb).sum(1)).clamp_min(1e-30)
