@@ -166,9 +166,9 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                     if opt is not None:
                         row["max_d_opt"] = compare(other, _with_probs(other, opt))[0]
                     rows.append(row)
-                from label_audit.scoring.incremental import NEWTON_MAX_SIZE
+                from label_audit.scoring.incremental import auto_refit_solver
 
-                auto = "newton" if float(n) * min(d, result.params["max_dim"]) * K <= NEWTON_MAX_SIZE else "lbfgs"
+                auto = auto_refit_solver(n, result.model_state["coef"])
                 methods = [("refit=True (auto: %s)" % auto, {}), ("refit=False", dict(refit=False))]
                 if lbfgs:  # the solver "auto" did not pick
                     other = "lbfgs" if auto == "newton" else "newton"

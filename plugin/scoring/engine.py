@@ -367,11 +367,10 @@ def score_label_issues(
         state["spare_neighbors"] = spare_nbr
         state["spare_distances"] = spare_dist
         if "coef" in state and backend == "local":
-            from .incremental import NEWTON_MAX_SIZE
+            from .incremental import auto_refit_solver
             from .newton import block_preconditioner_from_probabilities
 
-            coef = state["coef"]
-            if float(n) * coef.shape[1] * coef.shape[2] <= NEWTON_MAX_SIZE:
+            if auto_refit_solver(n, state["coef"]) == "newton":
                 # what the first incremental update (Newton refit) would otherwise build
                 state["newton_preconditioner"] = block_preconditioner_from_probabilities(
                     X, P, state, random_state=random_state, device=device)

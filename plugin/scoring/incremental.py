@@ -90,6 +90,15 @@ SOLVERS = ("auto", "newton", "lbfgs")
 #: 30k x 128 x 20 = 7.7e7), the warm-started L-BFGS refit above (1.5x vs Newton 0.9x at
 #: 100k x 256 x 80 = 2.0e9)
 NEWTON_MAX_SIZE = 1e8
+
+
+def auto_refit_solver(n: int, coef) -> str:
+    """The refit ``solver="auto"`` uses for ``n`` rows and fold weights ``coef``
+    (n_folds, d', K): 'newton' when ``n * d' * K <= NEWTON_MAX_SIZE``, else 'lbfgs'."""
+    shape = np.shape(coef)
+    return "newton" if float(n) * shape[1] * shape[2] <= NEWTON_MAX_SIZE else "lbfgs"
+
+
 KNN_REPAIRS = ("auto", "exact", "two_hop")
 # multiply-adds below which knn_repair="auto" always searches exactly (~0.1 s on one core)
 _EXACT_REPAIR_BUDGET = 2e8
@@ -303,8 +312,7 @@ def update_label_issues(
         if X is None:
             raise ValueError("features are required to refit the fold models.")
         if solver == "auto":
-            coef = np.asarray(state["coef"])  # (n_folds, d', K)
-            solver = "newton" if float(n) * coef.shape[1] * coef.shape[2] <= NEWTON_MAX_SIZE else "lbfgs"
+            solver = auto_refit_solver(n, state["coef"])
         if solver == "newton":
             from .newton import newton_refit_fold_models
 
