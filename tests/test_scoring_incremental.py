@@ -289,6 +289,28 @@ def test_spare_neighbours_give_the_exact_graph_without_a_search(setup):
     np.testing.assert_array_equal(np.sort(b.neighbor_indices, 1), np.sort(full2.neighbor_indices, 1))
 
 
+def test_used_up_spares_are_not_read_as_neighbours(setup):
+    """A spare slot marked -1 (used up in an earlier round) is empty, not row -1 (the last row):
+    a row whose spares are used up and that loses a neighbour is searched again."""
+    import dataclasses
+
+    X, y, yn, err, r, _ = setup
+    n = len(y)
+    st = dict(r.model_state)
+    st["spare_neighbors"] = st["spare_neighbors"].copy()
+    st["spare_distances"] = st["spare_distances"].copy()
+    i = 0
+    st["spare_neighbors"][i] = -1
+    st["spare_distances"][i] = np.inf
+    rem = np.array([r.neighbor_indices[i, 0]])
+    assert n - 1 not in r.neighbor_indices[i] and n - 1 != rem[0]
+    a = update_label_issues(dataclasses.replace(r, model_state=st), X, yn, removed=rem, refit=False)
+    keep = np.setdiff1d(np.arange(n), rem)
+    full = score_label_issues(yn[keep], X[keep], folds=r.folds[keep])
+    assert np.isfinite(a.neighbor_distances).all()
+    np.testing.assert_array_equal(np.sort(a.neighbor_indices, 1), np.sort(full.neighbor_indices, 1))
+
+
 def test_knn_weight_choice_and_chained_updates_match_full(setup):
     """Two review rounds in a row, each compared with a full recompute; the 'auto' kNN weight
     is chosen as the full recompute chooses it."""

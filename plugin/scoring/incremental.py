@@ -355,7 +355,9 @@ def update_label_issues(
         if spare_i is not None and np.asarray(spare_i).shape[0] == n:
             # the (k + spares) nearest old neighbours, minus the removed ones, in distance order:
             # the first k are the exact new neighbours whenever at least k are left
-            cand_i = np.concatenate([nbr, remap[np.asarray(spare_i)[keep]]], axis=1)
+            lost = (nbr < 0).any(axis=1)
+            spare_rows = np.asarray(spare_i)[keep]  # -1 = a spare used up in an earlier round
+            cand_i = np.concatenate([nbr, np.where(spare_rows >= 0, remap[np.maximum(spare_rows, 0)], -1)], axis=1)
             cand_d = np.concatenate([dist, np.asarray(spare_d, np.float32)[keep]], axis=1)
             order = np.argsort(cand_i < 0, axis=1, kind="stable")
             cand_i = np.take_along_axis(cand_i, order, axis=1)
@@ -364,8 +366,7 @@ def update_label_issues(
             nbr, dist = np.ascontiguousarray(cand_i[:, :k]), np.ascontiguousarray(cand_d[:, :k])
             new_state["spare_neighbors"] = np.ascontiguousarray(cand_i[:, k:])
             new_state["spare_distances"] = np.ascontiguousarray(cand_d[:, k:])
-            info["knn_from_spares"] = int(np.count_nonzero((cand_i[:, :k] >= 0).all(axis=1)
-                                                           & (remap[old_nbr[keep]] < 0).any(axis=1)))
+            info["knn_from_spares"] = int(np.count_nonzero((cand_i[:, :k] >= 0).all(axis=1) & lost))
         broken = np.flatnonzero((nbr < 0).any(axis=1))
         info["knn_repaired"] = int(broken.size)
         if broken.size:
