@@ -103,7 +103,7 @@ def run_quality(
             secs = time.perf_counter() - t0
             row.update(evaluate(y_true, noisy, out.scores, out.flags, out.suggested,
                                 random_state=seed))
-            row.update(status="ok", seconds=secs, note=out.note)
+            row.update(status="ok", seconds=secs, note=out.note, choices=out.choices)
         except SkipMethod as e:
             row.update(evaluate(y_true, noisy), status="skipped", seconds=None, note=str(e))
         except Exception as e:  # keep the other rows
@@ -200,7 +200,9 @@ def run_suite(seeds=(0,), methods=None, suite=SUITE, progress=None):
                 auprc_margin=None if la.get("auprc") is None else la["auprc"] - a_val,
                 flag_f1=la.get("flag_f1"), anchor_f1=f_val, anchor_f1_method=f_name,
                 f1_margin=None if la.get("flag_f1") is None else la["flag_f1"] - f_val,
-                weights=la.get("note", "").split(";")[0], seconds=la.get("seconds"),
+                weights=" ".join("%s=%s" % (k, ("%.2f" % v) if isinstance(v, float) else v)
+                                 for k, v in la.get("choices", {}).items()),
+                seconds=la.get("seconds"),
             ))
             if progress is not None:
                 progress(rows[-1])
