@@ -194,3 +194,5 @@ def test_margin_weight_follows_the_noise_shape(digits):
     assert rp.params["flag_margin_used"] == 0.3
     with pytest.raises(ValueError, match="margin_weight"):
         score_label_issues(yp, X, margin_weight=2)
+    with pytest.raises(ValueError, match="flag_margin"):
+        score_label_issues(yp, X, flag_margin="high")
