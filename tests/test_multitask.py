@@ -326,6 +326,20 @@ def test_operators_multitask_round_trip(digits_dir, tmp_path):
         assert _choices("export_cleanset", ds, {})[0] == "audit"
         assert _choices("evaluate_cleaning", ds, {})[0] == "audit"
         assert _run("show_suspects", ds, dict(audit_key="audit", n=7)).result["count"] == 7
+        # run without the form (no audit_key): the key the form offers first, so a review
+        # operator gets a task run, never the group record (which it would refuse)
+        rounds = _run("cleaning_rounds", ds, {})
+        assert rounds.error is None and "round" in rounds.result["summary"], rounds.error
+        assert _run("show_suspects", ds, dict(n=4)).result["count"] == 4
+        # the panel offers every key (groups first) and shows the one picked
+        from label_audit.operators.panel import default_panel_key, panel_data, panel_keys
+
+        assert panel_keys(ds) == ["audit", "audit_digit", "audit_parity"]
+        assert default_panel_key(ds) == "audit"
+        one = panel_data(ds, "audit_parity")
+        assert sum(one["histogram"][0]["y"]) == 120 and "audit_digit" not in one["summary"]
+        both = panel_data(ds, "audit")
+        assert "audit_digit" in both["summary"] and "audit_parity" in both["summary"]
         ids = la.suspects(ds, audit_key="audit_parity", n=3).values("id")
         _run("accept_suggested_labels", ds, dict(audit_key="audit_parity"), selected=ids)
         res = _run("apply_decisions", ds, dict(audit_key="audit_parity")).result

@@ -2,7 +2,9 @@
 histogram, whether the AUC has plateaued, and the last cleaning evaluation
 table. SDK twins: ``label_audit.cleaning_rounds``, ``label_audit.load_evaluation``.
 
-For a multi-task audit key the panel shows one AUC / fixed trace per task, the
+A dropdown picks the audit key when the dataset has more than one (multi-task
+audits first, then single-field runs; "audit" by default when it exists). For a
+multi-task audit key the panel shows one AUC / fixed trace per task, the
 histogram of the combined score and the per-task summary."""
 
 import numpy as np
@@ -95,6 +97,28 @@ def _rounds_data(dataset, audit_key):
                 plateaued=bool(rounds.plateaued), n_rounds=len(rounds))
 
 
+def panel_keys(dataset):
+    """The audit keys the panel can show: multi-task audits first, then single-field
+    label-quality runs (each task of a multi-task audit is also one)."""
+    from label_audit.multitask import list_groups
+
+    try:
+        runs = sorted(dataset.list_runs(method="label_audit.label_quality"))
+    except Exception:
+        runs = []
+    groups = list_groups(dataset)
+    return groups + [k for k in runs if k not in groups]
+
+
+def default_panel_key(dataset):
+    """"audit" when it exists (the SDK's default key), else the first of :func:`panel_keys`,
+    else "audit" (the panel then says that nothing is scored yet)."""
+    keys = panel_keys(dataset)
+    if "audit" in keys or not keys:
+        return "audit"
+    return keys[0]
+
+
 class LabelAuditPanel(foo.Panel):
     @property
     def config(self):
@@ -105,7 +129,11 @@ class LabelAuditPanel(foo.Panel):
         )
 
     def _refresh(self, ctx):
-        data = panel_data(ctx.dataset, audit_key=ctx.panel.state.audit_key or "audit")
+        key = ctx.panel.state.audit_key
+        if not key or key not in panel_keys(ctx.dataset):
+            key = default_panel_key(ctx.dataset)
+            ctx.panel.set_state("audit_key", key)
+        data = panel_data(ctx.dataset, audit_key=key)
         ctx.panel.set_data("auc_plot", data["auc"])
         ctx.panel.set_data("fixed_plot", data["fixed"])
         ctx.panel.set_data("score_hist", data["histogram"])
@@ -113,14 +141,25 @@ class LabelAuditPanel(foo.Panel):
         ctx.panel.set_state("evaluation", data["evaluation"])
 
     def on_load(self, ctx):
-        ctx.panel.set_state("audit_key", "audit")
+        ctx.panel.set_state("audit_key", default_panel_key(ctx.dataset))
         self._refresh(ctx)
 
     def on_refresh(self, ctx):
         self._refresh(ctx)
 
+    def on_change_key(self, ctx):
+        """The audit-key dropdown: show that run (or multi-task audit)."""
+        key = ctx.params.get("value")
+        if key:
+            ctx.panel.set_state("audit_key", key)
+        self._refresh(ctx)
+
     def render(self, ctx):
         panel = types.Object()
+        keys = panel_keys(ctx.dataset)
+        if len(keys) > 1:
+            panel.enum("audit_key", keys, label="Audit run", default=ctx.panel.state.audit_key,
+                       view=types.DropdownView(), on_change=self.on_change_key)
         # plotly titles are not drawn in FiftyOne 1.22's panels: caption with markdown
         panel.md("**Cleaning rounds**\n\n```\n%s\n```" % (ctx.panel.state.summary or ""),
                  name="summary_md")

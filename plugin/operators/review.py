@@ -59,8 +59,15 @@ def _audit_key_input(inputs, ctx, groups=False):
     return True
 
 
-def _audit_key(ctx):
-    return ctx.params.get("audit_key") or "audit"
+def _audit_key(ctx, groups=False):
+    """The chosen audit key, else the one the form offers first (so an operator run without
+    the form, e.g. from the SDK, picks a task run on a multi-task dataset, not the group
+    record), else "audit"."""
+    key = ctx.params.get("audit_key")
+    if key:
+        return key
+    keys = (_groups(ctx) if groups else []) + _audit_keys(ctx)
+    return keys[0] if keys else "audit"
 
 
 def _context(ctx):
@@ -175,7 +182,8 @@ class ShowSuspects(foo.Operator):
 
         p = ctx.params
         view = label_audit.suspects(
-            ctx.dataset, audit_key=_audit_key(ctx), score=p.get("score") or "label_issue_score",
+            ctx.dataset, audit_key=_audit_key(ctx, groups=True),
+            score=p.get("score") or "label_issue_score",
             n=int(p.get("n") or 25), classes=p.get("classes") or None,
             bottom=bool(p.get("bottom")), include_reviewed=bool(p.get("include_reviewed")))
         ctx.ops.set_view(view)
@@ -420,15 +428,16 @@ class ExportCleanset(DelegableOperator):
         import label_audit
 
         p = ctx.params
-        if _audit_key(ctx) in _groups(ctx):
+        key = _audit_key(ctx, groups=True)
+        if key in _groups(ctx):
             report = label_audit.export_multitask_labels(
-                ctx.target_view(), p["output_dir"], audit_key=_audit_key(ctx),
+                ctx.target_view(), p["output_dir"], audit_key=key,
                 overwrite=bool(p.get("overwrite")))
             return {"csv_path": report.csv_path, "exclude_path": "", "num_rows": report.num_rows,
                     "num_excluded": sum(c["excluded"] for c in report.tasks.values()),
                     "summary": report.summary()}
         report = label_audit.export_cleanset(
-            ctx.target_view(), p["output_dir"], audit_key=_audit_key(ctx),
+            ctx.target_view(), p["output_dir"], audit_key=key,
             clone_name=p.get("clone_name") or None, overwrite=bool(p.get("overwrite")))
         return {"csv_path": report.csv_path, "exclude_path": report.exclude_path,
                 "num_rows": report.num_rows, "num_excluded": report.num_excluded,
