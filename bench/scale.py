@@ -54,7 +54,7 @@ def _worker(directory, recall, threads):
     X = np.memmap(os.path.join(directory, "X.f32"), dtype=np.float32, mode="r", shape=(n, d))
     labels = np.load(os.path.join(directory, "labels.npy"))
     true = np.load(os.path.join(directory, "true_labels.npy"))
-    params = dict(n_folds=5, k=10, random_state=0, C=0.1, knn_weight="auto", knn_method="auto", max_dim=256,
+    params = dict(n_folds=5, k=10, random_state=0, C="auto", knn_weight="auto", knn_method="auto", max_dim=256,
                   filter_by="prune_by_noise_rate", ambiguity_margin=0.2, outlier_z=3.5, compute_importance=True)
     rows = []
     base = _rss_mib()
@@ -67,7 +67,7 @@ def _worker(directory, recall, threads):
     Xv = validate_features(X, n)
     stage("validate", t0)
     t0 = time.perf_counter()
-    P, state = out_of_fold_probabilities(Xv, labels, n_classes=K, C=0.1, random_state=0, return_state=True)
+    P, state = out_of_fold_probabilities(Xv, labels, n_classes=K, C="auto", random_state=0, return_state=True)
     stage("oof", t0)
     t0 = time.perf_counter()
     prep = state["preprocessor"]

@@ -196,3 +196,51 @@ def test_margin_weight_follows_the_noise_shape(digits):
         score_label_issues(yp, X, margin_weight=2)
     with pytest.raises(ValueError, match="flag_margin"):
         score_label_issues(yp, X, flag_margin="high")
+
+
+def test_auto_C_holds_the_per_sample_l2_strength():
+    from label_audit.scoring.probabilities import auto_C, resolve_C
+
+    assert auto_C(1797) == 0.1 and auto_C(12_500) == 0.1  # sklearn's C up to 10k training rows
+    assert auto_C(100_000) == pytest.approx(1.0 / (1e-3 * 80_000))
+    assert auto_C(100_000, n_folds=10) == pytest.approx(1.0 / (1e-3 * 90_000))
+    assert resolve_C(0.5, 10) == 0.5 and resolve_C("auto", 850_000) < 0.002
+    for bad in ("fast", 0, -1.0, float("nan"), True, None):
+        with pytest.raises(ValueError, match="C must be a positive float or 'auto'"):
+            resolve_C(bad, 100)
+    with pytest.raises(ValueError, match="C must be"):
+        score_label_issues(np.array([0, 1] * 20), np.random.default_rng(0).normal(size=(40, 4)), C="strong")
+
+
+@pytest.fixture(scope="module")
+def blobs_13k():
+    """13k rows (10.4k training rows per fold): the first size where C="auto" leaves 0.1."""
+    rng = np.random.default_rng(3)
+    K, n, d = 6, 13_000, 12
+    centers = rng.normal(scale=1.5, size=(K, d))
+    y = rng.integers(0, K, n)
+    X = (centers[y] + rng.normal(size=(n, d))).astype(np.float32)
+    yn = y.copy()
+    flip = rng.choice(n, n // 20, replace=False)
+    yn[flip] = (y[flip] + 1) % K
+    return X, yn
+
+
+def test_auto_C_is_used_and_recorded(blobs_13k):
+    from label_audit.scoring.incremental import update_label_issues
+    from label_audit.scoring.probabilities import auto_C
+
+    X, yn = blobs_13k
+    r = score_label_issues(yn, X, compute_importance=False)
+    assert r.params["C"] == "auto" and r.params["C_used"] == pytest.approx(auto_C(len(yn)))
+    assert r.params["C_used"] < 0.1
+    assert r.model_state["C"] == r.params["C_used"]
+    same = score_label_issues(yn, X, compute_importance=False, C=auto_C(len(yn)))
+    np.testing.assert_array_equal(r.label_issue_score, same.label_issue_score)
+    # removals: the refit uses the C a full recompute on the kept rows would use
+    removed = np.zeros(len(yn), bool)
+    removed[:500] = True
+    up = update_label_issues(r, X, yn, removed=removed)
+    assert up.params["C_used"] == pytest.approx(auto_C(len(yn) - 500))
+    assert up.params["C_used"] > r.params["C_used"]
+    assert up.model_state["C"] == pytest.approx(up.params["C_used"])

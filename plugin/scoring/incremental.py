@@ -283,6 +283,14 @@ def update_label_issues(
         raise ValueError("After the update only one class has samples: need at least two.")
     params = dict(result.params)
     state = result.model_state or {}
+    if params.get("C") == "auto" and "C" in state and keep.size != n:
+        # C="auto" holds the per-sample L2 strength: a full recompute on the kept rows would
+        # use auto_C(kept rows), so the refit does too (removals touch every fold's training set)
+        from .probabilities import auto_C
+
+        state = dict(state)
+        state["C"] = auto_C(keep.size, np.asarray(state["coef"]).shape[0])
+        params["C_used"] = state["C"]
     info = {"seconds": {}}
     seconds = info["seconds"]
 

@@ -59,7 +59,12 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["out_of_fold_probabilities", "assign_folds", "validate_features", "Preprocessor"]
+__all__ = ["out_of_fold_probabilities", "assign_folds", "validate_features", "Preprocessor", "auto_C"]
+
+#: ``C="auto"``: scikit-learn's ``C = 0.1`` up to 10k training rows, then the per-sample L2
+#: strength ``1 / (C * n_train)`` held at this floor (see :func:`auto_C`).
+AUTO_C_MAX = 0.1
+AUTO_C_MIN_L2 = 1e-3
 
 
 # --------------------------------------------------------------------------- #
@@ -229,6 +234,48 @@ def assign_folds(labels: np.ndarray, n_folds: int = 5, random_state=0) -> np.nda
 # --------------------------------------------------------------------------- #
 # preprocessing
 # --------------------------------------------------------------------------- #
+def auto_C(n_samples: int, n_folds: int = 5, *, C_max: float = AUTO_C_MAX,
+           min_l2: float = AUTO_C_MIN_L2) -> float:
+    """The inverse L2 strength ``C`` that ``C="auto"`` uses for ``n_samples`` rows.
+
+    With the scikit-learn objective ``mean CE + ||W||^2 / (2 * C * n_train)`` a fixed ``C``
+    lets the per-sample penalty ``alpha = 1 / (C * n_train)`` vanish as the data grows; on noisy
+    labels the fold models then learn the systematic flips (pair noise) and converge slowly
+    (nearly separable classes).  "auto" keeps ``C = C_max`` (0.1) while ``alpha >= min_l2``
+    (1e-3), i.e. up to ``n_train = 10_000`` rows, and holds ``alpha = min_l2`` above:
+
+        C = min(C_max, 1 / (min_l2 * n_samples * (n_folds - 1) / n_folds))
+
+    Measured on synthetic 100k x 256 x 80 with 5% pair noise (``1 - normalized margin`` of
+    the out-of-fold probabilities, 20 fold iterations, two warm-start seeds): C = 0.1 (alpha
+    1.25e-4) AUPRC 0.954, seed-vs-seed Spearman 0.969; C = 0.01 (the "auto" value, alpha
+    1.25e-3) 0.986 and 0.997; C = 0.003 0.986 and 0.9997.  At <= 12.5k rows nothing changes;
+    on the 20k synthetic pair benchmark AUPRC rose 0.968/0.961/0.968 -> 0.972/0.967/0.972
+    (seeds 0-2).  A stronger floor (2.5e-3, 6e-3) lowered synthetic instance noise at 10k rows
+    (0.765 -> 0.752 -> 0.695), so the floor sits where the small benchmarks already were.
+
+    Returns
+    -------
+    float, > 0.
+    """
+    if n_samples < 1 or n_folds < 2:
+        raise ValueError(f"auto_C needs n_samples >= 1 and n_folds >= 2; got {n_samples}, {n_folds}.")
+    n_train = n_samples * (n_folds - 1) / n_folds
+    return float(min(C_max, 1.0 / (min_l2 * n_train)))
+
+
+def resolve_C(C, n_samples: int, n_folds: int = 5) -> float:
+    """``C`` as a positive float: "auto" -> :func:`auto_C`; anything else is checked."""
+    if isinstance(C, str):
+        if C != "auto":
+            raise ValueError(f"C must be a positive float or 'auto'; got {C!r}.")
+        return auto_C(n_samples, n_folds)
+    if isinstance(C, bool) or not isinstance(C, (int, float, np.floating, np.integer)) or not C > 0 \
+            or not np.isfinite(C):
+        raise ValueError(f"C must be a positive float or 'auto'; got {C!r}.")
+    return float(C)
+
+
 def eigh_single_thread(a: np.ndarray):
     """``np.linalg.eigh`` with the BLAS pool limited to one thread.
 
@@ -538,8 +585,10 @@ def out_of_fold_probabilities(
         Number of stratified folds (>= 2).  Classes with fewer than ``n_folds`` samples are
         allowed (a UserWarning is emitted): their held-out probabilities come from models that saw
         few or none of their class, so they score as suspicious - review them by hand.
-    C : float, default 1.0
-        Inverse L2 strength (sklearn convention, on z-scored features).
+    C : float or "auto", default 1.0
+        Inverse L2 strength (sklearn convention, on z-scored features).  "auto": 0.1 up to
+        10k training rows, then a per-sample L2 strength held at 1e-3 (:func:`auto_C`; the
+        engine's default).  The value used is ``state["C"]``.
     max_iter : int, default 100
         L-BFGS iterations of the warm-start fit (on a stratified subsample of
         ``full_fit_samples`` rows); also the per-fold budget when ``warm_start=False``.
@@ -618,6 +667,7 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
         n_folds = int(folds.max()) + 1
     if n < n_folds:
         raise ValueError(f"Need at least n_folds={n_folds} samples; got {n}.")
+    C = resolve_C(C, n, n_folds)
     dev = _torch_device(device)
 
     prep = Preprocessor(max_dim=max_dim, pca_samples=pca_samples, chunk_size=chunk_size, random_state=random_state)
