@@ -213,9 +213,16 @@ def test_choose_knn_weight_prefers_the_better_predictor():
     w_model = choose_knn_weight(y, good, noise)
     w_knn = choose_knn_weight(y, noise, good)
     assert w_model < 0.5 < w_knn
-    # the chosen weight is within one binomial standard error of the best accuracy
-    best = max(acc(good, noise, w) for w in grid)
-    assert acc(good, noise, w_model) >= best - np.sqrt(best * (1 - best) / n) - 1e-12
+    # the chosen weight is within one binomial standard error of the best accuracy, on the
+    # accuracy interpolated linearly between the grid weights (the rule reads it on a 0.005 grid)
+    accs = [acc(good, noise, w) for w in grid]
+    best = max(accs)
+    se = np.sqrt(best * (1 - best) / n)
+    assert np.interp(w_model, grid, accs) >= best - se - 1e-12
+    assert acc(good, noise, w_model) >= best - 1.5 * se  # the interpolation is close to the truth
+    assert round(w_model / 0.005) * 0.005 == pytest.approx(w_model)
+    # it moves continuously: weights off the grid are chosen, not only multiples of 0.1
+    assert abs(w_model * 10 - round(w_model * 10)) > 1e-9
     # equivalent predictors: the prior (the default 0.5) is kept
     assert choose_knn_weight(y, good, good) == 0.5
     assert choose_knn_weight(y, good, good, prior=0.2) == 0.2

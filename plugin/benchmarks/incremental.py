@@ -10,9 +10,10 @@ fraction f, ``round(f n)`` wrong labels are fixed and ``round(f n)`` other sampl
 * the anchor: a full recompute ``score_label_issues(new labels[kept], X[kept],
   folds=result.folds[kept])``, timed in the same run;
 * ``update_label_issues(result, X, new labels, changed=..., removed=...)`` with
-  ``refit=True`` (the default: Newton-CG refit), ``refit=False`` (old probabilities) and,
-  with ``--lbfgs``, also the solver ``"auto"`` did not pick (``"lbfgs"``: warm-started L-BFGS,
-  10 iterations per fold; ``"newton"`` above ``NEWTON_MAX_SIZE``);
+  ``refit=True`` (the default, ``solver="auto"``: Newton-CG refit up to ``NEWTON_MAX_SIZE``,
+  the subsampled-Hessian Newton refit above), ``refit=False`` (old probabilities) and, with
+  ``--lbfgs``, also the solvers ``"auto"`` did not pick (``"newton"``, ``"subsampled"``,
+  ``"lbfgs"``: warm-started L-BFGS, 10 iterations per fold);
 
 and each update is compared with the anchor: max |delta label_issue_score|, Spearman rank
 correlation of ``label_issue_score``, fraction of rows whose ``is_label_issue`` agrees, and the
@@ -170,9 +171,10 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
 
                 auto = auto_refit_solver(n, result.model_state["coef"])
                 methods = [("refit=True (auto: %s)" % auto, {}), ("refit=False", dict(refit=False))]
-                if lbfgs:  # the solver "auto" did not pick
-                    other = "lbfgs" if auto == "newton" else "newton"
-                    methods.append(("refit=True %s" % other, dict(solver=other)))
+                if lbfgs:  # the solvers "auto" did not pick
+                    for other in ("newton", "subsampled", "lbfgs"):
+                        if other != auto:
+                            methods.append(("refit=True %s" % other, dict(solver=other)))
                 for name, kw in methods:
                     times = []
                     for _ in range(max(1, repeats)):
@@ -213,7 +215,7 @@ def main(argv=None):
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--floor", action="store_true", help="add a second full recompute (random_state + 1)")
     parser.add_argument("--optimum", action="store_true", help="compare with the exact optimum (slow)")
-    parser.add_argument("--lbfgs", action="store_true", help="also time the refit solver 'auto' does not pick")
+    parser.add_argument("--lbfgs", action="store_true", help="also time the refit solvers 'auto' does not pick")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per update (median)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

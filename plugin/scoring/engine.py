@@ -376,11 +376,9 @@ def score_label_issues(
         state["spare_neighbors"] = spare_nbr
         state["spare_distances"] = spare_dist
         if "coef" in state and backend == "local":
-            from .incremental import auto_refit_solver
             from .newton import block_preconditioner_from_probabilities
 
-            if auto_refit_solver(n, state["coef"]) == "newton":
-                # what the first incremental update (Newton refit) would otherwise build
-                state["newton_preconditioner"] = block_preconditioner_from_probabilities(
-                    X, P, state, random_state=random_state, device=device)
+            # what the first incremental update (Newton refit, either solver) would otherwise build
+            state["newton_preconditioner"] = block_preconditioner_from_probabilities(
+                X, P, state, random_state=random_state, device=device)
     return _finish(labels, K, classes, P, None, nbr, dist, leverage, folds_out, np.arange(n), params, state)

@@ -80,7 +80,9 @@ def choose_knn_weight(labels: np.ndarray, model_probs: np.ndarray, knn_probs: np
     weights are mostly sampling noise, so - like glmnet's ``lambda.1se`` - every weight whose
     accuracy is within ``n_se`` binomial standard errors ``sqrt(a (1 - a) / N)`` of the best
     accuracy ``a`` is considered equivalent, and the one closest to ``prior`` (the default
-    weight) is returned (ties: the smaller weight).
+    weight) is returned (ties: the smaller weight).  Between grid weights the accuracy is
+    interpolated linearly and the choice is read on a 0.005 grid, so it moves continuously with
+    the data (a near-tie no longer flips it by a whole grid step).
 
     Accuracy rather than log-likelihood: the neighbour vote is coarse (multiples of 1/k), and
     the log-loss punishes its zeros so hard that likelihood stacking picked ``w = 0`` on
@@ -96,7 +98,7 @@ def choose_knn_weight(labels: np.ndarray, model_probs: np.ndarray, knn_probs: np
 
     Returns
     -------
-    float : the chosen weight (one of ``grid``).
+    float : the chosen weight, in [min(grid), max(grid)], a multiple of 0.005.
     """
     labels = np.asarray(labels)
     n = labels.shape[0]
@@ -106,17 +108,29 @@ def choose_knn_weight(labels: np.ndarray, model_probs: np.ndarray, knn_probs: np
                      for w in grid])
     best = float(accs.max())
     tol = n_se * np.sqrt(max(best * (1.0 - best), 0.0) / max(n, 1))
-    ok = [float(w) for w, a in zip(grid, accs) if a >= best - tol - 1e-12]
-    return min(ok, key=lambda w: (abs(w - prior), w))
+    # accuracy interpolated linearly between the grid weights, read on a 0.005 grid: the
+    # choice then moves continuously with the accuracies instead of jumping a whole grid step
+    # when one weight crosses the tolerance (an incremental update or a second seed would
+    # otherwise flip e.g. 0.3 -> 0.2 on a near-tie and move every fused score)
+    grid = np.asarray(grid, dtype=np.float64)
+    order = np.argsort(grid)
+    grid, accs = grid[order], accs[order]
+    fine = np.round(np.linspace(grid[0], grid[-1], 1 + int(round((grid[-1] - grid[0]) / 0.005))), 3) \
+        if grid.size > 1 else grid
+    ok = fine[np.interp(fine, grid, accs) >= best - tol - 1e-12]
+    return float(min(ok, key=lambda w: (abs(w - prior), w)))
 
 
 def _top2(q: np.ndarray):
-    part = np.argpartition(-q, 1, axis=1)[:, :2]
-    v = np.take_along_axis(q, part, axis=1)
-    swap = v[:, 1] > v[:, 0]
-    part[swap] = part[swap][:, ::-1]
-    v[swap] = v[swap][:, ::-1]
-    return part[:, 0], part[:, 1], v[:, 0], v[:, 1]
+    """(class, value) of the largest and second-largest entry of every row (ties: the lower
+    class first).  Two argmax passes: ~4x faster than ``argpartition`` at (100k, 80)."""
+    rows = np.arange(q.shape[0])
+    c1 = q.argmax(axis=1)
+    v1 = q[rows, c1]
+    rest = np.array(q, copy=True)
+    rest[rows, c1] = -np.inf
+    c2 = rest.argmax(axis=1)
+    return c1, c2, v1, rest[rows, c2]
 
 
 def own_and_best_other(labels: np.ndarray, fused_probs: np.ndarray):

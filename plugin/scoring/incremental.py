@@ -84,7 +84,7 @@ from .probabilities import refit_fold_models, validate_features, validate_labels
 
 __all__ = ["update_label_issues"]
 
-SOLVERS = ("auto", "newton", "lbfgs")
+SOLVERS = ("auto", "newton", "subsampled", "lbfgs")
 
 #: solver="auto": Newton-CG up to this many N x d x K (measured 7.1x vs L-BFGS 6.7x at
 #: 30k x 128 x 20 = 7.7e7), the warm-started L-BFGS refit above (1.5x vs Newton 0.9x at
@@ -96,7 +96,7 @@ def auto_refit_solver(n: int, coef) -> str:
     """The refit ``solver="auto"`` uses for ``n`` rows and fold weights ``coef``
     (n_folds, d', K): 'newton' when ``n * d' * K <= NEWTON_MAX_SIZE``, else 'lbfgs'."""
     shape = np.shape(coef)
-    return "newton" if float(n) * shape[1] * shape[2] <= NEWTON_MAX_SIZE else "lbfgs"
+    return "newton" if float(n) * shape[1] * shape[2] <= NEWTON_MAX_SIZE else "subsampled"
 
 
 KNN_REPAIRS = ("auto", "exact", "two_hop")
@@ -209,6 +209,8 @@ def update_label_issues(
     cg_max_iter: int = 5,
     cg_tol: float = 0.01,
     knn_repair: str = "auto",
+    hessian_rows: int = 8_192,
+    cg_correction_iter: int = 3,
     device=None,
 ) -> LabelIssueResult:
     """Re-score after relabelling and/or removing samples, reusing ``result``.
@@ -321,8 +323,8 @@ def update_label_issues(
             raise ValueError("features are required to refit the fold models.")
         if solver == "auto":
             solver = auto_refit_solver(n, state["coef"])
-        if solver == "newton":
-            from .newton import newton_refit_fold_models
+        if solver in ("newton", "subsampled"):
+            from .newton import newton_refit_fold_models, subsampled_newton_refit_fold_models
 
             n_folds = np.asarray(state["coef"]).shape[0]
             active = folds_with_changed_training_set(state["folds"], touched, n_folds)
@@ -330,11 +332,20 @@ def update_label_issues(
             if rem.size:  # removed rows whose features were given (not placeholders)
                 Xr = np.asarray(X[rem], np.float32)
                 rem = rem[np.isfinite(Xr).all(axis=1) & (Xr != 0).any(axis=1)]
-            P_new, ms, info["newton"] = newton_refit_fold_models(
-                X, labels, state, old_labels=result.labels, keep=keep, removed_with_features=rem,
-                folds_to_refit=active, converge=converge, newton_steps=newton_steps, newton_rtol=newton_rtol,
-                cg_max_iter=cg_max_iter,
-                cg_tol=cg_tol, device=device, random_state=params.get("random_state", 0))
+            common = dict(old_labels=result.labels, keep=keep, removed_with_features=rem,
+                          folds_to_refit=active, device=device,
+                          random_state=params.get("random_state", 0))
+            if solver == "newton":
+                P_new, ms, info["newton"] = newton_refit_fold_models(
+                    X, labels, state, converge=converge, newton_steps=newton_steps,
+                    newton_rtol=newton_rtol, cg_max_iter=cg_max_iter, cg_correction_iter=cg_correction_iter,
+                    cg_tol=cg_tol, **common)
+            else:
+                P_new, ms, info["newton"] = subsampled_newton_refit_fold_models(
+                    X, labels, state, hessian_rows=hessian_rows, newton_steps=newton_steps,
+                    newton_rtol=newton_rtol, cg_max_iter=cg_max_iter, cg_correction_iter=cg_correction_iter,
+                    cg_tol=cg_tol,
+                    hessian_probs=np.asarray(result.pred_probs)[keep], **common)
         else:
             P_new, ms = refit_fold_models(X, labels, state, keep=keep, max_iter=max_iter, device=device)
         used = solver
