@@ -2,7 +2,7 @@
 
     label-audit demo [--no-app] ...
     label-audit embed DATASET [--model resnet50] [--patches-field F] ...
-    label-audit score DATASET LABEL_FIELD [--embeddings-field F] [--audit-key audit]
+    label-audit score DATASET LABEL_FIELD [LABEL_FIELD ...] [--embeddings-field F] [--audit-key audit]
     label-audit bench quality|speed|embeddings|detection ...
 """
 
@@ -45,11 +45,15 @@ def _score(argv):
     parser = argparse.ArgumentParser(prog="label-audit score",
                                      description="Compute label quality for a FiftyOne dataset")
     parser.add_argument("dataset", help="FiftyOne dataset name")
-    parser.add_argument("label_field", help="Classification, Detections or Polylines field")
+    parser.add_argument("label_field", nargs="+",
+                        help="Classification, Detections or Polylines field; several "
+                             "Classification fields = one task each (multi-task audit)")
     parser.add_argument("--embeddings-field", default="embeddings")
     parser.add_argument("--audit-key", default="audit")
     parser.add_argument("--n-folds", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--combine", choices=("max", "noisy_or"), default="max",
+                        help="multi-task: how the per-task scores combine into one ranking")
     args = parser.parse_args(argv)
 
     import fiftyone as fo
@@ -61,10 +65,12 @@ def _score(argv):
               file=sys.stderr)
         return 2
     try:
+        fields = args.label_field
+        extra = {} if len(fields) == 1 else dict(combine=args.combine)
         results = label_audit.compute_label_quality(
-            fo.load_dataset(args.dataset), args.label_field,
+            fo.load_dataset(args.dataset), fields[0] if len(fields) == 1 else fields,
             embeddings_field=args.embeddings_field, audit_key=args.audit_key,
-            n_folds=args.n_folds, k=args.k)
+            n_folds=args.n_folds, k=args.k, **extra)
     except ValueError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

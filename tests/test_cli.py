@@ -45,3 +45,24 @@ def test_score_command_writes_fields(digits_embeddings):
         assert bad.returncode == 2 and "Classification field" in bad.stderr
     finally:
         ds.delete()
+
+
+def test_score_command_takes_several_fields_as_a_multitask_audit(digits_dir):
+    from test_multitask_helpers import multitask_digits
+
+    ds = multitask_digits(digits_dir, n=120)
+    ds.name = "cli-multitask-test"
+    ds.persistent = True
+    try:
+        out = _cli("score", "cli-multitask-test", "digit", "parity", "--combine", "noisy_or")
+        assert out.returncode == 0, out.stderr[-2000:]
+        ds.reload()
+        assert sorted(ds.list_runs()) == ["audit", "audit_digit", "audit_parity"]
+        combined = np.array(ds.values("audit_label_issue_score"), dtype=float)
+        digit = np.array(ds.values("audit_digit_label_issue_score"), dtype=float)
+        parity = np.array(ds.values("audit_parity_label_issue_score"), dtype=float)
+        # noisy-or of the task scores, not their max
+        np.testing.assert_allclose(combined, 1 - (1 - digit) * (1 - parity), atol=1e-5)
+        assert np.any(combined > np.maximum(digit, parity) + 1e-3)
+    finally:
+        ds.delete()

@@ -33,6 +33,12 @@ over ``m = precond_rows`` random rows ``S`` (all rows up to 65,536), only rows w
 state ('newton_preconditioner') and reused by the next update (a review round changes the
 Hessian little; the preconditioner only affects the number of CG iterations).
 
+Large data: :func:`subsampled_newton_refit_fold_models` reaches the same target without
+passes over all rows: the untouched rows' gradient is linearised around ``W_old`` with the
+Hessian of ~8k rows sampled by uncertainty, the relabelled rows are evaluated exactly, and
+Newton steps with a line search on that model's objective solve it; only the final
+out-of-fold predictions read every row.
+
 Measured on synthetic 30k x 128 x 20 (1 thread, 1% of labels fixed + 1% of rows removed):
 one step left 36% of the gradient and a max |delta label_issue_score| of 0.10 against the
 anchor; the Krylov-started second step with 3 CG iterations brings it to 0.056 (the anchor's
