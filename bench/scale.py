@@ -46,6 +46,7 @@ def _worker(directory, recall, threads):
     from label_audit.benchmarks.metrics import auprc
     from label_audit.scoring.engine import _finish, _knn_features
     from label_audit.scoring.importance import class_conditional_leverage
+    from label_audit.scoring.newton import block_preconditioner_from_probabilities
     from label_audit.scoring.neighbors import _exact_knn, _normalize_rows, knn_search
     from label_audit.scoring.probabilities import out_of_fold_probabilities, validate_features
 
@@ -82,6 +83,9 @@ def _worker(directory, recall, threads):
     t0 = time.perf_counter()
     lev = class_conditional_leverage(Xk, labels, n_classes=K)
     stage("leverage", t0)
+    t0 = time.perf_counter()  # as score_label_issues: for the first incremental update
+    state["newton_preconditioner"] = block_preconditioner_from_probabilities(Xv, P, state, random_state=0)
+    stage("precond", t0)
     t0 = time.perf_counter()
     res = _finish(labels, K, [str(c) for c in range(K)], P, None, nbr, dist, lev, state["folds"], np.arange(n),
                   params, state)

@@ -29,20 +29,12 @@ each task and applies it, so the table's "cleaned" rows differ from "original".
 """
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 DEFAULT_NAME = "label-audit-demo"
-
-
-def _data_dir():
-    root = os.environ.get("LABEL_AUDIT_DATA_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "label-audit")
-    return Path(root)
 
 
 def inject_noise(targets, rate, n_classes, random_state=0):
@@ -132,7 +124,7 @@ def build_multitask_dataset(kind="digits", n=None, noise=0.05, name=DEFAULT_NAME
 
     from . import demo_data
 
-    data_dir = _data_dir()
+    data_dir = demo_data.data_dir()
     if kind == "digits":
         filepaths, targets = demo_data.write_digits_pngs(data_dir / "digits")
     elif kind == "fashion-mnist":
@@ -228,7 +220,7 @@ def build_dataset(kind="digits", n=None, noise=0.05, name=DEFAULT_NAME, seed=0):
 
     from . import demo_data
 
-    data_dir = _data_dir()
+    data_dir = demo_data.data_dir()
     if kind == "digits":
         filepaths, targets = demo_data.write_digits_pngs(data_dir / "digits")
         classes = demo_data.DIGITS_CLASSES

@@ -22,6 +22,14 @@ from .benchmarks.datasets import (  # noqa: F401  (one reader for demo and bench
 DIGITS_CLASSES = [str(i) for i in range(10)]
 
 
+def data_dir():
+    """Where the demos write their images: ``$LABEL_AUDIT_DATA_DIR``, else
+    ``~/.cache/label-audit``."""
+    root = os.environ.get("LABEL_AUDIT_DATA_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "label-audit")
+    return Path(root)
+
+
 def _write_pngs(images, folder, prefix):
     from PIL import Image
 

@@ -26,13 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .demo_data import data_dir
+
 DEFAULT_NAME = "label-audit-detection-demo"
-
-
-def _data_dir():
-    root = os.environ.get("LABEL_AUDIT_DATA_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "label-audit")
-    return Path(root)
 
 
 def write_detection_set(data, folder):
@@ -100,7 +96,7 @@ def build_dataset(source="digits", n_images=300, name=DEFAULT_NAME, seed=0, fold
     if data is None:
         data = build_detection_set(source, n_images=n_images, random_state=seed)
     if folder is None:
-        folder = _data_dir() / ("detection-%s-%d-%d" % (source, n_images, seed))
+        folder = data_dir() / ("detection-%s-%d-%d" % (source, n_images, seed))
     images_dir, labels_path = write_detection_set(data, folder)
     if name is not None and fo.dataset_exists(name):
         fo.delete_dataset(name)

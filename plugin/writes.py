@@ -139,3 +139,46 @@ def write_rows(samples, columns, ids, sample_ids, label_path=None, batch_size=10
             dataset.delete_sample_field(path)
         raise
     dataset.reload()
+
+
+def _restore(samples, done):
+    """Undoes completed writes: ``done`` = [(columns, ids, sample_ids, label_path,
+    backup, declared)] in write order."""
+    dataset = samples._dataset
+    for columns, ids, sample_ids, label_path, backup, declared in reversed(done):
+        keys = [(sid, None) if label_path is None else (sid, lid)
+                for lid, sid in zip(ids, sample_ids)]
+        old = {name: (kind, [backup.get(key, {}).get(name, _MISSING) for key in keys])
+               for name, (kind, _) in columns.items()}
+        write_rows(samples, old, ids, sample_ids, label_path=label_path)
+        for path in declared:
+            if dataset.has_field(path):
+                dataset.delete_sample_field(path)
+
+
+def write_all_or_nothing(samples, parts):
+    """Several :func:`label_audit.write_rows` calls as one write.
+
+    Each call is already all-or-nothing; if a later call fails, the earlier
+    ones are undone (their previous values restored, the fields they added
+    removed) before the error is raised.
+
+    Args:
+        samples: the collection
+        parts: list of ``(columns, ids, sample_ids, label_path)``
+    """
+    dataset = samples._dataset
+    coll = dataset._sample_collection
+    done = []
+    try:
+        for columns, ids, sample_ids, label_path in parts:
+            paths = [name if label_path is None else "%s.%s" % (label_path, name)
+                     for name in columns]
+            declared = [p for p in paths if not dataset.has_field(p)]
+            backup = _backup(coll, list(columns), ids, sample_ids, label_path)
+            write_rows(samples, columns, ids, sample_ids, label_path=label_path)
+            done.append((columns, ids, sample_ids, label_path, backup, declared))
+    except BaseException:
+        _restore(samples, done)
+        dataset.reload()
+        raise

@@ -158,53 +158,6 @@ def _box_ok(box):
     return bool(np.all(np.isfinite(arr)) and arr[2] >= 0 and arr[3] >= 0)
 
 
-def _restore(samples, done):
-    """Undoes completed writes: ``done`` = [(columns, ids, sample_ids, label_path,
-    backup, declared)] in write order."""
-    from .. import writes
-
-    dataset = samples._dataset
-    for columns, ids, sample_ids, label_path, backup, declared in reversed(done):
-        keys = [(sid, None) if label_path is None else (sid, lid)
-                for lid, sid in zip(ids, sample_ids)]
-        old = {name: (kind, [backup.get(key, {}).get(name, writes._MISSING) for key in keys])
-               for name, (kind, _) in columns.items()}
-        writes.write_rows(samples, old, ids, sample_ids, label_path=label_path)
-        for path in declared:
-            if dataset.has_field(path):
-                dataset.delete_sample_field(path)
-
-
-def write_all_or_nothing(samples, parts):
-    """Several :func:`label_audit.writes.write_rows` calls as one write.
-
-    Each call is already all-or-nothing; if a later call fails, the earlier
-    ones are undone (their previous values restored, the fields they added
-    removed) before the error is raised.
-
-    Args:
-        samples: the collection
-        parts: list of ``(columns, ids, sample_ids, label_path)``
-    """
-    from .. import writes
-
-    dataset = samples._dataset
-    coll = dataset._sample_collection
-    done = []
-    try:
-        for columns, ids, sample_ids, label_path in parts:
-            paths = [name if label_path is None else "%s.%s" % (label_path, name)
-                     for name in columns]
-            declared = [p for p in paths if not dataset.has_field(p)]
-            backup = writes._backup(coll, list(columns), ids, sample_ids, label_path)
-            writes.write_rows(samples, columns, ids, sample_ids, label_path=label_path)
-            done.append((columns, ids, sample_ids, label_path, backup, declared))
-    except BaseException:
-        _restore(samples, done)
-        dataset.reload()
-        raise
-
-
 def compute_detection_issues(samples, label_field, pred_field, audit_key="det_audit",
                              iou_thresh=DEFAULTS["iou_thresh"], min_iou=DEFAULTS["min_iou"],
                              missing_threshold=DEFAULTS["missing_threshold"],
@@ -414,6 +367,8 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
                       pred_field + ".detections"))
     parts.append((columns(SAMPLE_FIELDS, sample_values, [sample_pos[x] for x in scored_sids],
                           list(sids), "sample"), list(sids), list(sids), None))
+    from ..writes import write_all_or_nothing
+
     write_all_or_nothing(samples, parts)
 
     report(0.9, "Recording the run")

@@ -80,9 +80,11 @@ def choose_knn_weight(labels: np.ndarray, model_probs: np.ndarray, knn_probs: np
     weights are mostly sampling noise, so - like glmnet's ``lambda.1se`` - every weight whose
     accuracy is within ``n_se`` binomial standard errors ``sqrt(a (1 - a) / N)`` of the best
     accuracy ``a`` is considered equivalent, and the one closest to ``prior`` (the default
-    weight) is returned (ties: the smaller weight).  Between grid weights the accuracy is
-    interpolated linearly and the choice is read on a 0.005 grid, so it moves continuously with
-    the data (a near-tie no longer flips it by a whole grid step).
+    weight) is returned (ties: the smaller weight).  Computed as a walk from the best weight
+    toward the prior; a weight whose accuracy sits within half a tolerance of the threshold
+    ``best - tol`` lets the walk go only part of the way to it, so the choice is continuous in
+    the accuracies (no flip by a whole grid step on a near-tie) and equals the plain rule away
+    from near-ties.
 
     Accuracy rather than log-likelihood: the neighbour vote is coarse (multiples of 1/k), and
     the log-loss punishes its zeros so hard that likelihood stacking picked ``w = 0`` on
@@ -98,27 +100,58 @@ def choose_knn_weight(labels: np.ndarray, model_probs: np.ndarray, knn_probs: np
 
     Returns
     -------
-    float : the chosen weight, in [min(grid), max(grid)], a multiple of 0.005.
+    float : the chosen weight, in [min(grid), max(grid)]: a grid weight, or a point between
+        two grid weights on a near-tie.
     """
     labels = np.asarray(labels)
-    n = labels.shape[0]
     pm = np.asarray(model_probs, dtype=np.float32)
     pk = np.asarray(knn_probs, dtype=np.float32)
     accs = np.array([float(np.mean(((1.0 - w) * pm + w * pk).argmax(axis=1) == labels))
                      for w in grid])
+    return weight_from_accuracies(grid, accs, labels.shape[0], prior=prior, n_se=n_se)
+
+
+def weight_from_accuracies(grid, accs, n: int, *, prior: float = 0.5, n_se: float = 1.0) -> float:
+    """The rule of :func:`choose_knn_weight` given the held-out accuracy ``accs[j]`` of every
+    weight ``grid[j]`` on ``n`` samples: the weight closest to ``prior`` whose accuracy is within
+    ``n_se`` binomial standard errors of the best, made continuous at near-ties (below).
+
+    Returns
+    -------
+    float, in [min(grid), max(grid)].
+    """
+    accs = np.asarray(accs, dtype=np.float64)
     best = float(accs.max())
     tol = n_se * np.sqrt(max(best * (1.0 - best), 0.0) / max(n, 1))
-    # accuracy interpolated linearly between the grid weights, read on a 0.005 grid: the
-    # choice then moves continuously with the accuracies instead of jumping a whole grid step
-    # when one weight crosses the tolerance (an incremental update or a second seed would
-    # otherwise flip e.g. 0.3 -> 0.2 on a near-tie and move every fused score)
+    tol = n_se * np.sqrt(max(best * (1.0 - best), 0.0) / max(n, 1))
     grid = np.asarray(grid, dtype=np.float64)
-    order = np.argsort(grid)
+    order = np.argsort(grid, kind="stable")
     grid, accs = grid[order], accs[order]
-    fine = np.round(np.linspace(grid[0], grid[-1], 1 + int(round((grid[-1] - grid[0]) / 0.005))), 3) \
-        if grid.size > 1 else grid
-    ok = fine[np.interp(fine, grid, accs) >= best - tol - 1e-12]
-    return float(min(ok, key=lambda w: (abs(w - prior), w)))
+    # start at the best weight (ties: closest to the prior, then the smaller) and walk toward
+    # the prior while the weights stay within tolerance.  A weight counts fully when its accuracy
+    # is >= best - tol + tol/2, not at all below best - tol - tol/2, and in between the walk stops
+    # part of the way to it: the old all-or-nothing rule away from near-ties, but continuous in the
+    # accuracies at them (a second seed or an incremental update no longer flips the weight
+    # by a whole grid step, e.g. 0.3 -> 0.2, and with it every fused score)
+    top = np.flatnonzero(accs >= best - 1e-12)
+    j = int(min(top, key=lambda i: (abs(grid[i] - prior), grid[i])))
+    w = float(grid[j])
+    step = 1 if prior > w else -1
+    thr = best - tol
+    while w != prior and 0 <= j + step < grid.size:
+        nxt = j + step
+        target = float(grid[nxt])
+        if (target - prior) * step > 0:  # the prior lies before the next grid weight
+            target = float(prior)
+        if tol > 0:
+            a = float(np.clip((accs[nxt] - thr) / tol + 0.5, 0.0, 1.0))
+        else:
+            a = 1.0 if accs[nxt] >= thr - 1e-12 else 0.0
+        if a < 1.0:
+            w = w + a * (target - w)
+            break
+        w, j = target, nxt
+    return float(w)
 
 
 def _top2(q: np.ndarray):

@@ -35,7 +35,7 @@ Tolerance.  The reference is a full recompute with the same folds,
 itself reproducible only up to its optimisation error: its fold models stop after
 ``fold_max_iter`` L-BFGS iterations from a random warm-start subsample, and a second full
 recompute that differs only in that subsample (``random_state + 1``, same folds) disagrees
-with the first by max |delta label_issue_score| 0.038 (1% changed) / 0.029 (0.1%) on
+with the first by max |delta label_issue_score| 0.039 (1% changed) / 0.024 (0.1%) on
 synthetic 30k x 128 x 20 (``bench/incremental.py --floor``).  The stated tolerance of the
 update against the anchor: Spearman rank correlation of ``label_issue_score`` >= 0.99,
 ``is_label_issue`` agreeing on >= 99% of the rows, and max |delta label_issue_score| <= 0.05
@@ -58,25 +58,23 @@ synthetic, 10% noise, 1 torch/BLAS thread, anchor timed in the same run, update 
 change  method           update s  speedup  max|d|   Spearman  flags
 ======  ===============  ========  =======  =======  ========  ======
 1%      anchor (11.8 s)
-1%      full, seed + 1   11.33     1.0      0.038    0.9998    .9995
-1%      newton (auto)    1.02      11.6     0.034    0.9999    .9996
-1%      lbfgs            1.34      8.8      0.047    0.9998    .9995
-1%      refit=False      0.24      48.2     0.206    0.9922    .9984
-0.1%    anchor (13.0 s)
-0.1%    full, seed + 1   13.12     1.0      0.029    0.9999    .9996
-0.1%    newton (auto)    1.13      11.5     0.035    0.9999    .9997
-0.1%    lbfgs            1.28      10.2     0.034    0.9999    .9997
-0.1%    refit=False      0.34      37.7     0.077    0.9991    .9991
+1%      full, seed + 1   12.31     1.0      0.039    0.9999    .9996
+1%      newton (auto)    1.00      11.9     0.022    0.9998    .9997
+1%      subsampled       0.43      27.5     0.044    0.9995    .9994
+1%      lbfgs            1.28      9.3      0.034    0.9997    .9997
+1%      refit=False      0.18      66.7     0.148    0.9943    .9983
+0.1%    anchor (12.6 s)
+0.1%    full, seed + 1   14.02     0.9      0.024    0.9998    .9997
+0.1%    newton (auto)    0.84      15.1     0.022    0.9999    .9997
+0.1%    subsampled       0.35      35.8     0.022    0.9999    .9996
+0.1%    lbfgs            1.31      9.6      0.020    0.9999    .9996
+0.1%    refit=False      0.23      54.1     0.056    0.9994    .9992
 ======  ===============  ========  =======  =======  ========  ======
 
-(1% = 300 wrong labels fixed and 300 other samples removed.)  Two Newton steps, 5 + 3 CG
-iterations; the kNN stage costs ~0.02 s with the spare neighbours (was ~0.25 s of two-hop
-search); the block preconditioner of the Newton refit is built once by the full score
-(``state["newton_preconditioner"]``, ~0.2 s at this size) instead of by the first update.
-Over three runs of the same command during the change the newton row measured 9.0-11.6x
-(noise of the shared machine).  At 100k x 256 x 80 (``solver="auto"`` = L-BFGS there) the
-refit is 2.4-2.7x and no update can be told apart from the anchor's own run-to-run
-difference (README).
+(1% = 300 wrong labels fixed and 300 other samples removed.)  Newton: two steps, 5 + 3 CG
+iterations; the kNN stage costs ~0.02 s with the spare neighbours; the block preconditioner
+is built once by the full score (``state["newton_preconditioner"]``) instead of by the first
+update.  At 100k x 256 x 80 ("auto" = subsampled there) see the README's table.
 """
 
 from __future__ import annotations
