@@ -209,7 +209,7 @@ def update_label_issues(
     solver: str = "auto",
     max_iter: int = 10,
     converge: bool = False,
-    newton_steps: int = 3,
+    newton_steps=None,
     newton_rtol: float = 0.1,
     cg_max_iter: int = 5,
     cg_tol: float = 0.01,
@@ -244,8 +244,10 @@ def update_label_issues(
         the previous models to the change (they keep the optimisation gap the previous fit
         left); True = the optimum of the new objective (more Newton steps; use
         ``newton_steps`` >= 4).
-    newton_steps : int, default 3; at most this many Newton steps (the later ones start in
-        the first one's Krylov space and add 3 CG iterations).
+    newton_steps : int or None, default None; at most this many Newton steps (None: 3 for
+        'newton', whose later steps start in the first one's Krylov space and add 3 CG
+        iterations; 2 for 'subsampled', where a third step measured no closer to the full
+        recompute at 100k x 256 x 80, 0.1% changed: max |delta| 0.120 vs 0.119, 1.3 s slower).
     newton_rtol : float, default 0.1; no further Newton step once every fold's gradient is below
         this fraction of its gradient before the first step (0.3 saves the second step on small
         changes but measured max |delta| 0.060 instead of 0.036 against a full recompute on the
@@ -347,12 +349,14 @@ def update_label_issues(
                           random_state=params.get("random_state", 0))
             if solver == "newton":
                 P_new, ms, info["newton"] = newton_refit_fold_models(
-                    X, labels, state, converge=converge, newton_steps=newton_steps,
+                    X, labels, state, converge=converge,
+                    newton_steps=3 if newton_steps is None else newton_steps,
                     newton_rtol=newton_rtol, cg_max_iter=cg_max_iter, cg_correction_iter=cg_correction_iter,
                     cg_tol=cg_tol, **common)
             else:
                 P_new, ms, info["newton"] = subsampled_newton_refit_fold_models(
-                    X, labels, state, hessian_rows=hessian_rows, newton_steps=newton_steps,
+                    X, labels, state, hessian_rows=hessian_rows,
+                    newton_steps=2 if newton_steps is None else newton_steps,
                     newton_rtol=newton_rtol, cg_max_iter=cg_max_iter, cg_correction_iter=cg_correction_iter,
                     cg_tol=cg_tol,
                     hessian_probs=np.asarray(result.pred_probs)[keep], **common)
