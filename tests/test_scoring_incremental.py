@@ -322,7 +322,9 @@ def test_knn_weight_choice_and_chained_updates_match_full(setup):
     y1[err1[:20]] = y[keep][err1[:20]]
     r2 = update_label_issues(r1, X1, y1)
     full = score_label_issues(y1, X1, folds=r1.folds)
-    assert r2.params["knn_weight_used"] == full.params["knn_weight_used"]
+    # the same rule on nearly the same accuracies: the weight is continuous in them (measured
+    # 0.504 vs 0.5; the former grid rule could differ by a whole 0.1 step at a near-tie)
+    assert abs(r2.params["knn_weight_used"] - full.params["knn_weight_used"]) < 0.02
     dmax, rho, agree = _compare(r2, full)
     assert dmax <= 0.05 and rho >= 0.99 and agree >= 0.99, (dmax, rho, agree)
     np.testing.assert_array_equal(r2.index, keep)
