@@ -163,7 +163,7 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                     dmax, rho, agree = compare(other, full)
                     row = dict(base, method="full, random_state+1", update_s=t, speedup=t_full / t,
                                max_d=dmax, spearman=rho, flags_agree=agree,
-                               knn_w="%s/%s" % (other.params["knn_weight_used"], full.params["knn_weight_used"]))
+                               knn_w="%.3f/%.3f" % (other.params["knn_weight_used"], full.params["knn_weight_used"]))
                     if opt is not None:
                         row["max_d_opt"] = compare(other, _with_probs(other, opt))[0]
                     rows.append(row)
@@ -185,7 +185,7 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                     dmax, rho, agree = compare(upd, full)
                     row = dict(base, method=name, update_s=t, speedup=t_full / t, max_d=dmax, spearman=rho,
                                flags_agree=agree,
-                               knn_w="%s/%s" % (upd.params["knn_weight_used"], full.params["knn_weight_used"]),
+                               knn_w="%.3f/%.3f" % (upd.params["knn_weight_used"], full.params["knn_weight_used"]),
                                stages={k: round(v, 3) for k, v in upd.model_state["update_info"]["seconds"].items()})
                     nw = upd.model_state["update_info"].get("newton")
                     if nw:

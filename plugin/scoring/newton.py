@@ -95,8 +95,15 @@ def block_preconditioner_from_probabilities(features, probs, state, *, precond_r
     rng = np.random.default_rng(random_state)
     m = min(n, precond_rows)
     rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+    from .probabilities import _release_pages
+
     with torch.no_grad():
-        Z = _standardize(*_torch_inputs(state["preprocessor"], np.asarray(features[rows], np.float32), dev))
+        # gathered and standardised in chunks, memmap pages released after each: at 850k x 2048
+        # one gather of all rows would add their raw copy (0.5 GB) to the peak
+        Z = torch.cat([_standardize(*_torch_inputs(state["preprocessor"],
+                                                   np.asarray(features[rows[a:a + 8192]], np.float32), dev))
+                       for a in range(0, rows.size, 8192)])
+        _release_pages(features, 0, n)
         p = torch.from_numpy(np.ascontiguousarray(probs[rows], dtype=np.float32)).to(dev)
         n_folds = int(np.asarray(state["coef"]).shape[0])
         prec = _BlockPreconditioner(Z, p, n * (n_folds - 1) / n_folds, float(state["C"]))
