@@ -91,15 +91,16 @@ __all__ = ["update_label_issues"]
 
 SOLVERS = ("auto", "newton", "subsampled", "lbfgs")
 
-#: solver="auto": Newton-CG up to this many N x d x K (measured 7.1x vs L-BFGS 6.7x at
-#: 30k x 128 x 20 = 7.7e7), the warm-started L-BFGS refit above (1.5x vs Newton 0.9x at
-#: 100k x 256 x 80 = 2.0e9)
+#: solver="auto": Newton-CG up to this many N x d' x K (30k x 128 x 20 = 7.7e7: 11.9x, max |d|
+#: 0.022 against the full recompute, whose own run-to-run difference is 0.039; the subsampled
+#: refit there: 27.5x but 0.044), the subsampled-Hessian refit above (100k x 256 x 80 = 2.0e9:
+#: 12.3x vs Newton-CG 2.3x, equally close to the full recompute)
 NEWTON_MAX_SIZE = 1e8
 
 
 def auto_refit_solver(n: int, coef) -> str:
     """The refit ``solver="auto"`` uses for ``n`` rows and fold weights ``coef``
-    (n_folds, d', K): 'newton' when ``n * d' * K <= NEWTON_MAX_SIZE``, else 'lbfgs'."""
+    (n_folds, d', K): 'newton' when ``n * d' * K <= NEWTON_MAX_SIZE``, else 'subsampled'."""
     shape = np.shape(coef)
     return "newton" if float(n) * shape[1] * shape[2] <= NEWTON_MAX_SIZE else "subsampled"
 
