@@ -349,6 +349,53 @@ def _rows_gradient(batch: _Batch, Xr, W, b, fold_r, y_r, sign):
     return batch._back(Xr.T @ R, s).reshape(d, F, K), s.reshape(F, K)
 
 
+def _refit_inputs(features, labels, state, old_labels, keep, folds_to_refit):
+    """What both Newton refits read from their arguments: a namespace with ``prep``, ``K``,
+    ``coef`` (F, d', K) and ``intercept`` (F, K) float32, ``F``, ``folds`` (N,), ``labels`` /
+    ``old_labels`` (N,) int64, ``n``, ``keep`` (int64 rows kept), ``X`` (the kept rows,
+    validated), ``y`` / ``fk`` (their labels / folds) and ``active`` (folds to refit)."""
+    from types import SimpleNamespace
+
+    from .probabilities import validate_features
+
+    coef = np.asarray(state["coef"], np.float32)
+    folds = np.asarray(state["folds"], np.int64)
+    labels = np.asarray(labels, np.int64)
+    n = folds.shape[0]
+    keep = np.arange(n) if keep is None else np.asarray(keep, np.int64)
+    X = validate_features(features if keep.size == n else np.asarray(features)[keep], keep.size)
+    F = coef.shape[0]
+    active = np.arange(F) if folds_to_refit is None else np.unique(np.asarray(folds_to_refit, np.int64))
+    return SimpleNamespace(
+        prep=state["preprocessor"], K=int(state["n_classes"]), coef=coef,
+        intercept=np.asarray(state["intercept"], np.float32), F=F, folds=folds, labels=labels,
+        old_labels=np.asarray(old_labels, np.int64), n=n, keep=keep, X=X, y=labels[keep],
+        fk=folds[keep], active=active)
+
+
+def _cached_preconditioner(state, K, d, dev):
+    """The block preconditioner stored in ``state`` (by the full score or the previous round)
+    when it fits (K, d + 1, d + 1), else None."""
+    import torch
+
+    cached = state.get("newton_preconditioner")
+    if cached is not None and tuple(cached.shape) == (K, d + 1, d + 1):
+        return _BlockPreconditioner.from_inverse(torch.from_numpy(cached).to(dev))
+    return None
+
+
+def _refit_state(state, fk, coef, intercept, precond_inverse=None):
+    """``state`` with the refitted weights and the kept rows' folds (and the preconditioner)."""
+    new_state = dict(state)
+    new_state.pop("projected", None)
+    new_state["folds"] = fk
+    new_state["coef"] = coef
+    new_state["intercept"] = intercept
+    if precond_inverse is not None:  # the Hessian changes little between review rounds
+        new_state["newton_preconditioner"] = precond_inverse
+    return new_state
+
+
 def newton_refit_fold_models(
     features,
     labels,
@@ -412,24 +459,11 @@ def newton_refit_fold_models(
     """
     import torch
 
-    from .probabilities import _threads_for_size, _torch_device, validate_features
+    from .probabilities import _threads_for_size, _torch_device
 
-    prep = state["preprocessor"]
-    K = int(state["n_classes"])
-    coef = np.asarray(state["coef"], np.float32)
-    intercept = np.asarray(state["intercept"], np.float32)
-    F = coef.shape[0]
-    folds = np.asarray(state["folds"], np.int64)
-    labels = np.asarray(labels, np.int64)
-    old_labels = np.asarray(old_labels, np.int64)
-    n = folds.shape[0]
-    if keep is None:
-        keep = np.arange(n)
-    keep = np.asarray(keep, np.int64)
-    X = features if keep.size == n else np.asarray(features)[keep]
-    X = validate_features(X, keep.size)
-    y, fk = labels[keep], folds[keep]
-    active = np.arange(F) if folds_to_refit is None else np.unique(np.asarray(folds_to_refit, np.int64))
+    r = _refit_inputs(features, labels, state, old_labels, keep, folds_to_refit)
+    prep, K, coef, intercept, F, folds = r.prep, r.K, r.coef, r.intercept, r.F, r.folds
+    labels, old_labels, keep, X, y, fk, active = r.labels, r.old_labels, r.keep, r.X, r.y, r.fk, r.active
     dev = _torch_device(device)
     seconds = {}
     info = dict(folds_refit=active.tolist(), target="optimum" if converge else "previous_gap", newton_steps=0,
@@ -485,9 +519,8 @@ def newton_refit_fold_models(
             else:
                 gW, gb = batch.gradient(W, b, P)
             t0 = tick("gradient", t0)
-            cached = state.get("newton_preconditioner")
-            if cached is not None and tuple(cached.shape) == (K, W.shape[0] + 1, W.shape[0] + 1):
-                prec = _BlockPreconditioner.from_inverse(torch.from_numpy(cached).to(dev))  # previous round's
+            prec = _cached_preconditioner(state, K, W.shape[0], dev)
+            if prec is not None:
                 info["preconditioner"] = "reused"
             else:
                 rng = np.random.default_rng(random_state)
@@ -569,14 +602,7 @@ def newton_refit_fold_models(
             batch_all = _Batch(Xt, mean, inv_scale, yt, None, float(state["C"]), chunk_size)
             pred = batch_all.own_fold_probabilities(Wall, ball, fold_t).cpu().numpy()
             tick("predict", t0)
-    new_state = dict(state)
-    new_state.pop("projected", None)
-    new_state["folds"] = fk
-    new_state["coef"] = new_coef
-    new_state["intercept"] = new_int
-    if precond_inverse is not None:  # the Hessian changes little between review rounds
-        new_state["newton_preconditioner"] = precond_inverse
-    return pred.astype(np.float32, copy=False), new_state, info
+    return pred.astype(np.float32, copy=False), _refit_state(state, fk, new_coef, new_int, precond_inverse), info
 
 
 def _hessian_sample(n: int, m: int, probs, random_state):
@@ -655,23 +681,12 @@ def subsampled_newton_refit_fold_models(
     """
     import torch
 
-    from .probabilities import _threads_for_size, _torch_device, validate_features
+    from .probabilities import _threads_for_size, _torch_device
 
-    prep = state["preprocessor"]
-    K = int(state["n_classes"])
+    r = _refit_inputs(features, labels, state, old_labels, keep, folds_to_refit)
+    prep, K, coef, intercept, folds = r.prep, r.K, r.coef, r.intercept, r.folds
+    labels, old_labels, keep, X, y, fk, active = r.labels, r.old_labels, r.keep, r.X, r.y, r.fk, r.active
     C = float(state["C"])
-    coef = np.asarray(state["coef"], np.float32)
-    intercept = np.asarray(state["intercept"], np.float32)
-    F = coef.shape[0]
-    folds = np.asarray(state["folds"], np.int64)
-    labels = np.asarray(labels, np.int64)
-    old_labels = np.asarray(old_labels, np.int64)
-    n = folds.shape[0]
-    keep = np.arange(n) if keep is None else np.asarray(keep, np.int64)
-    X = features if keep.size == n else np.asarray(features)[keep]
-    X = validate_features(X, keep.size)
-    y, fk = labels[keep], folds[keep]
-    active = np.arange(F) if folds_to_refit is None else np.unique(np.asarray(folds_to_refit, np.int64))
     dev = _torch_device(device)
     seconds = {}
     info = dict(folds_refit=active.tolist(), target="previous_gap", newton_steps=0, cg_iterations=[],
@@ -733,9 +748,8 @@ def subsampled_newton_refit_fold_models(
                 remW, remb = torch.zeros_like(W0), torch.zeros_like(b0)
             info["removed_with_features"] = int(rem.size)
 
-            cached = state.get("newton_preconditioner")
-            if cached is not None and tuple(cached.shape) == (K, W0.shape[0] + 1, W0.shape[0] + 1):
-                prec = _BlockPreconditioner.from_inverse(torch.from_numpy(cached).to(dev))
+            prec = _cached_preconditioner(state, K, W0.shape[0], dev)
+            if prec is not None:
                 info["preconditioner"] = "reused"
             else:
                 prec = _BlockPreconditioner(_standardize(Xb[:m], mean, inv_scale), P[:m].mean(1),
@@ -823,9 +837,4 @@ def subsampled_newton_refit_fold_models(
         batch_all = _Batch(Xt, mean, inv_scale, None, None, C, chunk_size)
         pred = batch_all.own_fold_probabilities(Wall, ball, torch.from_numpy(fk).to(dev)).cpu().numpy()
         tick("predict", t0)
-    new_state = dict(state)
-    new_state.pop("projected", None)
-    new_state["folds"] = fk
-    new_state["coef"] = new_coef
-    new_state["intercept"] = new_int
-    return pred.astype(np.float32, copy=False), new_state, info
+    return pred.astype(np.float32, copy=False), _refit_state(state, fk, new_coef, new_int), info
