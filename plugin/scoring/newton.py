@@ -88,15 +88,13 @@ def block_preconditioner_from_probabilities(features, probs, state, *, precond_r
     only changes how many CG iterations are needed, not the refit's target)."""
     import torch
 
-    from .probabilities import _torch_device
+    from .probabilities import _release_pages, _torch_device
 
     dev = _torch_device(device)
     n = probs.shape[0]
     rng = np.random.default_rng(random_state)
     m = min(n, precond_rows)
     rows = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
-    from .probabilities import _release_pages
-
     with torch.no_grad():
         # gathered and standardised in chunks, memmap pages released after each: at 850k x 2048
         # one gather of all rows would add their raw copy (0.5 GB) to the peak
@@ -730,11 +728,14 @@ def subsampled_newton_refit_fold_models(
             e_new = torch.zeros_like(e_old)
             e_new[torch.arange(relab.size), torch.from_numpy(y[relab]).to(dev)] = 1.0
 
+            # the relabelled rows on their own (train mask: the folds that trained them): their
+            # exact gradient terms, and their share of a Hessian-vector product of ``batch``
+            rbatch = _Batch(Xr, mean, inv_scale, None, trained_r, C, chunk_size)
+            no_l2 = torch.zeros_like(W0)
+
             def relabelled_pull(P_r, e):
                 """sum over the relabelled rows of [z, 1]^T (p - e) for every fold that trained them."""
-                R = ((P_r - e[:, None, :]) * trained_r[:, :, None]).reshape(-1, active.size * K)
-                s = R.sum(0)
-                return batch._back(Xr.T @ R, s).reshape(W0.shape), s.reshape(b0.shape)
+                return rbatch._pull_back(lambda a, z: P_r[a:z] - e[a:z, None, :], no_l2)
 
             gold_W, gold_b = relabelled_pull(P[m:], e_old)  # sum_relabelled grad l_old(W_old)
             rem = np.zeros(0, np.int64) if removed_with_features is None else np.asarray(removed_with_features,
@@ -793,15 +794,8 @@ def subsampled_newton_refit_fold_models(
                 HdW, Hdb = -gW - res[0], -gb - res[1]  # H d from the CG residual
 
                 if relab.size:  # keep only the untouched rows' (and the L2) part of H d
-                    A, c = batch._affine(dW, db)
-                    S = (Xr @ A + c).reshape(-1, active.size, K)
-                    Pr = P[m:]
-                    Rr = Pr * S
-                    Rr -= Pr * Rr.sum(-1, keepdim=True)
-                    Rr = (Rr * trained_r[:, :, None]).reshape(-1, active.size * K)
-                    sr = Rr.sum(0)
-                    HdW = HdW - batch._back(Xr.T @ Rr, sr).reshape(W0.shape)
-                    Hdb = Hdb - sr.reshape(b0.shape)
+                    rW, rb = rbatch.hvp(P[m:], dW, db)  # relabelled rows' H d, plus dW / C
+                    HdW, Hdb = HdW - (rW - dW / C), Hdb - rb
                 # backtracking (Armijo) line search per fold on the model objective: the
                 # relabelled rows' loss is far from quadratic, a full step can overshoot
                 slope = ((gW * dW).sum((0, 2)) + (gb * db).sum(1)).double()
