@@ -35,14 +35,18 @@ def test_score_command_writes_fields(digits_embeddings):
                         overwrite=True, persistent=True)
     try:
         ds.set_values("embeddings", list(X))
-        out = _cli("score", "cli-score-test", "ground_truth", "--audit-key", "cli")
+        out = _cli("score", "cli-score-test", "ground_truth", "--audit-key", "cli", "--n-repeats", "2")
         assert out.returncode == 0, out.stderr[-2000:]
         assert "300 samples scored" in out.stdout
+        ds.reload()
+        assert ds.get_run_info("cli").config.score_params["n_repeats_used"] == 2
         ds.reload()
         scores = np.array(ds.values("cli_label_issue_score"), dtype=float)
         assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
         bad = _cli("score", "cli-score-test", "embeddings")
         assert bad.returncode == 2 and "Classification field" in bad.stderr
+        bad = _cli("score", "cli-score-test", "ground_truth", "--n-repeats", "many")
+        assert bad.returncode == 2 and "--n-repeats" in bad.stderr
     finally:
         ds.delete()
 

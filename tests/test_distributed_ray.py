@@ -58,9 +58,14 @@ def _differences(a, b):
     return out
 
 
-def _assert_close(d, tol=2e-3):
-    for f in SCORES + ("pred_probs",):
+def _assert_close(d, tol=2e-3, probs_tol=5e-3):
+    for f in SCORES:
         assert d[f] < tol, (f, d)
+    # a fold model stops after 20 L-BFGS iterations, and on an ill-conditioned fold its path
+    # depends on the order of the float32 sums (shards vs one process): measured on the noisy
+    # digits, 7e-5 for the first fold assignment but 0.012 for the fifth; its average over the
+    # 5 repeats differs by 0.0023 while every score stays within 5e-4
+    assert d["pred_probs"] < probs_tol, ("pred_probs", d)
     assert d["spearman"] > 0.9999, d
     assert d["flags_agree"] >= 0.998, d
     assert d["suggested_agree"] >= 0.998, d

@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 from label_audit.scoring import (
     ambiguity_flags,
     assign_folds,
+    auto_n_repeats,
     class_conditional_leverage,
     fuse_probabilities,
     knn_agreement,
@@ -17,6 +18,7 @@ from label_audit.scoring import (
     logistic_sensitivity,
     out_of_fold_probabilities,
     outlier_flags,
+    repeat_folds,
     select_for_review,
 )
 
@@ -53,6 +55,42 @@ def test_oof_matches_sklearn_per_fold(digits):
         ref[te] = m.predict_proba(Z[te])
     # same objective: sklearn's C is per summed loss; ours per mean loss with 1/(C n) -> identical optimum
     assert np.abs(p - ref).max() < 0.02
+
+
+def test_repeated_cross_fitting_averages_independent_fold_assignments(digits):
+    X, y = digits
+    F = repeat_folds(y, 5, 3, random_state=0)
+    assert F.shape == (3, len(y))
+    np.testing.assert_array_equal(F[0], assign_folds(y, 5, random_state=0))  # repeat 0 = one assignment
+    for r in range(3):  # every repeat is stratified
+        for c in range(10):
+            counts = np.bincount(F[r][y == c], minlength=5)
+            assert counts.max() - counts.min() <= 1
+    assert not np.array_equal(F[0], F[1]) and not np.array_equal(F[1], F[2])
+    G = repeat_folds(y, 5, 3, random_state=1)  # another random_state shares no repeat
+    assert not any(np.array_equal(F[i], G[j]) for i in range(3) for j in range(3))
+    p, st = out_of_fold_probabilities(X, y, C=0.1, n_repeats=3, return_state=True)
+    assert st["n_repeats"] == 3 and len(st["more_repeats"]) == 2
+    np.testing.assert_array_equal(st["folds"], F[0])
+    np.testing.assert_array_equal(st["more_repeats"][1]["folds"], F[2])
+    # the mean of the repeats' out-of-fold probabilities (shared warm start and preprocessing)
+    singles = [out_of_fold_probabilities(X, y, C=0.1, folds=F[r]) for r in range(3)]
+    np.testing.assert_allclose(p, np.mean(singles, axis=0), atol=1e-5)
+    assert np.abs(singles[0] - singles[1]).max() > 0.05  # the repeats do differ
+    np.testing.assert_allclose(out_of_fold_probabilities(X, y, C=0.1, folds=F), p, atol=1e-6)
+
+
+def test_n_repeats_auto_and_bad_values(digits):
+    X, y = digits
+    assert auto_n_repeats(10_000, 256, 80) == 5 and auto_n_repeats(20_000, 256, 80) == 4
+    assert auto_n_repeats(100_000, 256, 80) == 1 and auto_n_repeats(850_000, 256, 80) == 1
+    for bad in (0, -2, 1.5, "five", True):
+        with pytest.raises(ValueError, match="n_repeats"):
+            out_of_fold_probabilities(X, y, n_repeats=bad)
+    with pytest.raises(ValueError, match="n_repeats=3"):
+        out_of_fold_probabilities(X, y, folds=assign_folds(y, 5), n_repeats=3)
+    with pytest.raises(ValueError, match="folds must have shape"):
+        out_of_fold_probabilities(X, y, folds=repeat_folds(y, 5, 2)[:, :-1])
 
 
 def test_warm_start_close_to_cold(digits):

@@ -41,7 +41,7 @@ def test_relabel_and_remove_matches_full(setup):
     t_inc = time.perf_counter() - t0
     keep = np.setdiff1d(np.arange(n), rem)
     t0 = time.perf_counter()
-    rf = score_label_issues(y2[keep], X[keep], folds=r.folds[keep])
+    rf = score_label_issues(y2[keep], X[keep], folds=r.fold_assignments[:, keep])
     t_full = time.perf_counter() - t0
     np.testing.assert_array_equal(ri.index, keep)
     np.testing.assert_array_equal(ri.labels, y2[keep])
@@ -89,13 +89,15 @@ def test_folds_stay_aligned_after_removal_without_refit():
     r2 = update_label_issues(r, X, y, removed=removed, refit=False)
     assert len(r2.model_state["folds"]) == len(r2.folds) == 270
     np.testing.assert_array_equal(r2.model_state["folds"], r.folds[~removed])
+    assert r.fold_assignments.shape == (r.params["n_repeats_used"], 300) and r.params["n_repeats_used"] > 1
+    np.testing.assert_array_equal(r2.fold_assignments, r.fold_assignments[:, ~removed])
     # a later refit uses the right fold of every remaining row
     X2, y2 = X[~removed], y[~removed].copy()
     y2[:5] = (y2[:5] + 1) % 10
     changed = np.zeros(270, bool)
     changed[:5] = True
     r3 = update_label_issues(r2, X2, y2, changed=changed, refit=True)
-    full = score_label_issues(y2, features=X2, n_folds=3, folds=r2.folds)
+    full = score_label_issues(y2, features=X2, n_folds=3, folds=r2.fold_assignments)
     assert np.abs(r3.label_issue_score - full.label_issue_score).max() < 0.1
 
 
@@ -181,7 +183,9 @@ def test_converge_reaches_the_optimum_of_the_new_objective(setup):
     gradient below 1e-6 (an independent solver)."""
     from label_audit.benchmarks.incremental import converged_probabilities
 
-    X, y, yn, err, r, _ = setup
+    X, y, yn, err, _, _ = setup
+    # one fold assignment: the optimum below is that of one set of fold models
+    r = score_label_issues(yn, X, n_repeats=1)
     y2, ch, rem, keep = _change(setup, seed=2)
     ri = update_label_issues(r, X, y2, changed=ch, removed=rem, converge=True, newton_steps=8, cg_max_iter=10,
                              newton_rtol=1e-3)
@@ -202,14 +206,19 @@ def test_fold_without_changed_training_rows_keeps_its_model(setup):
     y2 = yn.copy()
     y2[i] = y[i]  # one relabel: its own fold's training set is unchanged
     ri = update_label_issues(r, X, y2)
-    f = int(r.folds[i])
-    info = ri.model_state["update_info"]["newton"]
-    assert f not in info["folds_refit"] and len(info["folds_refit"]) == len(np.unique(r.folds)) - 1
-    np.testing.assert_array_equal(ri.model_state["coef"][f], r.model_state["coef"][f])
-    assert not np.array_equal(ri.model_state["coef"][(f + 1) % 5], r.model_state["coef"][(f + 1) % 5])
-    # the rows it holds out (the relabelled one among them) keep their probabilities
-    own = r.folds == f
-    np.testing.assert_allclose(ri.pred_probs[own], r.pred_probs[own], atol=1e-6)
+    assert r.fold_assignments.shape[0] > 1  # checked in every repeat of the out-of-fold fit
+    new_reps = [ri.model_state] + ri.model_state["more_repeats"]
+    for rep, old, new, info in zip(range(5), [r.model_state] + r.model_state["more_repeats"], new_reps,
+                                   ri.model_state["update_info"]["newton_repeats"]):
+        f = int(r.fold_assignments[rep, i])
+        assert f not in info["folds_refit"] and len(info["folds_refit"]) == 4
+        np.testing.assert_array_equal(new["coef"][f], old["coef"][f])
+        assert not np.array_equal(new["coef"][(f + 1) % 5], old["coef"][(f + 1) % 5])
+    # one repeat: the rows its fold holds out (the relabelled one among them) keep their probabilities
+    r1 = score_label_issues(yn, X, n_repeats=1)
+    ri1 = update_label_issues(r1, X, y2)
+    own = r1.folds == r1.folds[i]
+    np.testing.assert_allclose(ri1.pred_probs[own], r1.pred_probs[own], atol=1e-6)
     # the relabelled row now agrees with its neighbours and model
     assert ri.label_issue_score[i] < r.label_issue_score[i]
 
@@ -232,7 +241,7 @@ def test_removed_rows_given_as_zeros_keep_their_pull(setup):
     assert ratio.max() < 0.1, ratio
     rf = update_label_issues(r, X, y2, changed=ch, removed=rem)
     assert np.abs(rf.model_state["coef"] - rz.model_state["coef"]).max() > 1e-3
-    full = score_label_issues(y2[keep], X[keep], folds=r.folds[keep])
+    full = score_label_issues(y2[keep], X[keep], folds=r.fold_assignments[:, keep])
     dz, df = _compare(rz, full), _compare(rf, full)
     assert df[0] <= 0.05 and df[1] >= 0.99 and df[2] >= 0.99, df
     assert dz[0] <= 0.1 and dz[1] >= 0.99 and dz[2] >= 0.99, dz
@@ -257,7 +266,7 @@ def test_two_hop_repair_is_a_valid_graph_close_to_exact(setup):
         assert (np.diff(res.neighbor_distances, axis=1) >= -1e-6).all()
         assert all(len(set(row)) == len(row) for row in nb)
     keep = np.setdiff1d(np.arange(len(y)), rem)
-    full = score_label_issues(yn[keep], X[keep], folds=r.folds[keep])
+    full = score_label_issues(yn[keep], X[keep], folds=r.fold_assignments[:, keep])
     np.testing.assert_array_equal(np.sort(b.neighbor_indices, 1), np.sort(full.neighbor_indices, 1))
     repaired = a.model_state["update_info"]["knn_repaired"]
     assert repaired > 100
@@ -279,13 +288,13 @@ def test_spare_neighbours_give_the_exact_graph_without_a_search(setup):
     info = a.model_state["update_info"]
     assert info["knn_from_spares"] > 100 and info["knn_repaired"] < info["knn_from_spares"] / 10
     keep = np.setdiff1d(np.arange(n), rem)
-    full = score_label_issues(yn[keep], X[keep], folds=r.folds[keep])
+    full = score_label_issues(yn[keep], X[keep], folds=r.fold_assignments[:, keep])
     np.testing.assert_array_equal(np.sort(a.neighbor_indices, 1), np.sort(full.neighbor_indices, 1))
     np.testing.assert_allclose(a.neighbor_distances, full.neighbor_distances, atol=1e-5)
     rem2 = np.random.default_rng(5).choice(len(keep), 60, replace=False)
     b = update_label_issues(a, X[keep], yn[keep], removed=rem2, refit=False)
     keep2 = keep[np.setdiff1d(np.arange(len(keep)), rem2)]
-    full2 = score_label_issues(yn[keep2], X[keep2], folds=r.folds[keep2])
+    full2 = score_label_issues(yn[keep2], X[keep2], folds=r.fold_assignments[:, keep2])
     np.testing.assert_array_equal(np.sort(b.neighbor_indices, 1), np.sort(full2.neighbor_indices, 1))
 
 
@@ -306,7 +315,7 @@ def test_used_up_spares_are_not_read_as_neighbours(setup):
     assert n - 1 not in r.neighbor_indices[i] and n - 1 != rem[0]
     a = update_label_issues(dataclasses.replace(r, model_state=st), X, yn, removed=rem, refit=False)
     keep = np.setdiff1d(np.arange(n), rem)
-    full = score_label_issues(yn[keep], X[keep], folds=r.folds[keep])
+    full = score_label_issues(yn[keep], X[keep], folds=r.fold_assignments[:, keep])
     assert np.isfinite(a.neighbor_distances).all()
     np.testing.assert_array_equal(np.sort(a.neighbor_indices, 1), np.sort(full.neighbor_indices, 1))
 
@@ -321,7 +330,7 @@ def test_knn_weight_choice_and_chained_updates_match_full(setup):
     err1 = np.flatnonzero(y1 != y[keep])
     y1[err1[:20]] = y[keep][err1[:20]]
     r2 = update_label_issues(r1, X1, y1)
-    full = score_label_issues(y1, X1, folds=r1.folds)
+    full = score_label_issues(y1, X1, folds=r1.fold_assignments)
     # the same rule on nearly the same accuracies: the weight is continuous in them (measured
     # 0.504 vs 0.5; the former grid rule could differ by a whole 0.1 step at a near-tie)
     assert abs(r2.params["knn_weight_used"] - full.params["knn_weight_used"]) < 0.02
@@ -335,7 +344,7 @@ def test_lbfgs_solver_still_available(setup):
     y2, ch, rem, keep = _change(setup, seed=6)
     ri = update_label_issues(r, X, y2, changed=ch, removed=rem, solver="lbfgs")
     assert ri.params["update_solver"] == "lbfgs" and "newton" not in ri.model_state["update_info"]
-    full = score_label_issues(y2[keep], X[keep], folds=r.folds[keep])
+    full = score_label_issues(y2[keep], X[keep], folds=r.fold_assignments[:, keep])
     dmax, rho, agree = _compare(ri, full)
     assert dmax <= 0.05 and rho >= 0.99 and agree >= 0.99, (dmax, rho, agree)
     assert update_label_issues(r, X, y2, refit=False).params["update_solver"] == "none"
@@ -372,7 +381,7 @@ def test_newton_update_on_pca_features(setup):
     y2, ch, rem, keep = _change(setup, seed=7)
     ri = update_label_issues(r16, X, y2, changed=ch, removed=rem)
     assert ri.params["update_solver"] == "newton" and ri.model_state["coef"].shape[1] == 16
-    full = score_label_issues(y2[keep], X[keep], folds=r16.folds[keep], max_dim=16)
+    full = score_label_issues(y2[keep], X[keep], folds=r16.fold_assignments[:, keep], max_dim=16)
     dmax, rho, agree = _compare(ri, full)
     assert dmax <= 0.05 and rho >= 0.99 and agree >= 0.99, (dmax, rho, agree)
     # the fixed samples are no longer flagged
@@ -410,7 +419,7 @@ def synthetic_12k():
     yn = uniform_noise(y, 0.1, 10, random_state=0)
     r = score_label_issues(yn, X)
     y2, ch, rem, keep = make_change(y, yn, 0.01, np.random.default_rng(1))
-    full = score_label_issues(y2[keep], X[keep], folds=r.folds[keep])
+    full = score_label_issues(y2[keep], X[keep], folds=r.fold_assignments[:, keep])
     return X, r, y2, ch, rem, keep, full
 
 

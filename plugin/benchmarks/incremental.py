@@ -8,7 +8,7 @@ For every size ``n x d x K`` (synthetic pooled-CNN-like features, ``make_synthet
 fraction f, ``round(f n)`` wrong labels are fixed and ``round(f n)`` other samples removed, and
 
 * the anchor: a full recompute ``score_label_issues(new labels[kept], X[kept],
-  folds=result.folds[kept])``, timed in the same run;
+  folds=result.fold_assignments[:, kept])``, timed in the same run;
 * ``update_label_issues(result, X, new labels, changed=..., removed=...)`` with
   ``refit=True`` (the default, ``solver="auto"``: Newton-CG refit up to ``NEWTON_MAX_SIZE``,
   the subsampled-Hessian Newton refit above), ``refit=False`` (old probabilities) and, with
@@ -149,7 +149,8 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                 rng = np.random.default_rng([random_state, int(round(frac * 1e6))])
                 new, changed, removed, keep = make_change(y, yn, frac, rng)
                 t0 = time.perf_counter()
-                full = score_label_issues(new[keep], X[keep], folds=result.folds[keep], random_state=random_state)
+                full = score_label_issues(new[keep], X[keep], folds=result.fold_assignments[:, keep],
+                                          random_state=random_state)
                 t_full = time.perf_counter() - t0
                 opt = None
                 if optimum:
@@ -157,7 +158,7 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                 base = dict(size=size, fraction=frac, full_s=t_full)
                 if floor:
                     t0 = time.perf_counter()
-                    other = score_label_issues(new[keep], X[keep], folds=result.folds[keep],
+                    other = score_label_issues(new[keep], X[keep], folds=result.fold_assignments[:, keep],
                                                random_state=random_state + 1)
                     t = time.perf_counter() - t0
                     dmax, rho, agree = compare(other, full)

@@ -4,7 +4,8 @@ No FiftyOne, no database: the glue code maps samples to rows and class names to 
 
 Main entry points
 -----------------
-score_label_issues(labels, features=None, pred_probs=None, *, n_folds=5, k=10, random_state=0, ...)
+score_label_issues(labels, features=None, pred_probs=None, *, n_folds=5, n_repeats='auto', k=10,
+                   random_state=0, ...)
     -> LabelIssueResult
 update_label_issues(result, features, labels, *, changed=None, removed=None, ...)
     -> LabelIssueResult
@@ -39,13 +40,14 @@ from .fusion import (
 from .importance import class_conditional_leverage, logistic_sensitivity, select_for_review
 from .incremental import update_label_issues
 from .neighbors import knn_agreement, knn_class_probabilities, knn_search
-from .probabilities import assign_folds, out_of_fold_probabilities
+from .probabilities import assign_folds, auto_n_repeats, out_of_fold_probabilities, repeat_folds
 
 __all__ = [
     "FILTER_BY_MODES",
     "LabelIssueResult",
     "ambiguity_flags",
     "assign_folds",
+    "auto_n_repeats",
     "calibrate_confident_joint",
     "class_conditional_leverage",
     "compute_confident_joint",
@@ -71,6 +73,7 @@ __all__ = [
     "out_of_fold_probabilities",
     "outlier_flags",
     "outlier_scores",
+    "repeat_folds",
     "score_label_issues",
     "select_for_review",
     "update_label_issues",

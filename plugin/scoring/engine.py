@@ -27,8 +27,8 @@ from .fusion import (
 )
 from .importance import class_conditional_leverage, logistic_sensitivity
 from .neighbors import knn_agreement, knn_class_probabilities, knn_search
-from .probabilities import (Preprocessor, out_of_fold_probabilities, resolve_C, validate_features,
-                            validate_labels)
+from .probabilities import (Preprocessor, out_of_fold_probabilities, resolve_C, resolve_n_repeats,
+                            validate_features, validate_labels)
 
 __all__ = ["LabelIssueResult", "score_label_issues"]
 
@@ -70,7 +70,8 @@ class LabelIssueResult:
     labels : int64 (N,) the given labels scored.
     index : int64 (N,) row of each sample in the original input (changes after removals).
     neighbor_indices, neighbor_distances : (N, k) cosine kNN graph (indices into these N rows).
-    folds : int64 (N,) fold of each sample for the out-of-fold probabilities.
+    folds : int64 (N,) fold of each sample for the out-of-fold probabilities (repeat 0's when
+        ``n_repeats > 1``; all repeats: :attr:`fold_assignments`).
     params : dict of the parameters used.
     """
 
@@ -106,6 +107,15 @@ class LabelIssueResult:
     def ranked(self) -> np.ndarray:
         """Indices sorted by decreasing ``label_issue_score``."""
         return np.argsort(-self.label_issue_score, kind="stable")
+
+    @property
+    def fold_assignments(self) -> Optional[np.ndarray]:
+        """int64 (n_repeats, N): the fold of every sample in every repeat of the out-of-fold fit
+        (pass ``folds=result.fold_assignments`` to reproduce it); None without own fold models."""
+        if self.folds is None:
+            return None
+        more = (self.model_state or {}).get("more_repeats", ())
+        return np.stack([self.folds] + [np.asarray(r["folds"]) for r in more])
 
 
 def _validate_pred_probs(pred_probs, n, K):
@@ -213,6 +223,7 @@ def score_label_issues(
     *,
     classes: Optional[Sequence[str]] = None,
     n_folds: int = 5,
+    n_repeats="auto",
     k: int = 10,
     random_state=0,
     C="auto",
@@ -245,6 +256,12 @@ def score_label_issues(
         neighbour/importance fields are NaN and the fused probabilities equal ``pred_probs``.
     classes : list of K class names, optional (K then = len(classes)).
     n_folds : int, default 5.   k : int, default 10 neighbours (needs N > k).
+    n_repeats : int or "auto", default "auto"; repeated cross-fitting: the out-of-fold
+        probabilities are the mean over this many fold assignments (each with ``n_folds`` fold
+        models).  "auto" (:func:`~.probabilities.auto_n_repeats`) repeats while all the fold fits
+        stay within the work of one fit at 100k x 256 x 80: 5 at 10k x 256 x 80, 4 at 20k, 1 from
+        100k.  Measured (seeds 0-2): synthetic instance noise AUPRC 0.767/0.763/0.738 with one
+        repeat, 0.811/0.787/0.745 with five.  Used value: ``params["n_repeats_used"]``.
     random_state : int, default 0 (folds, PCA subsample, approximate kNN).
     C : float or "auto", default "auto"; inverse L2 strength of the logistic regression
         (sklearn convention, z-scored features).  "auto" (:func:`~.probabilities.auto_C`):
@@ -280,7 +297,9 @@ def score_label_issues(
         ``params["noise_concentration"]``, the weight used in ``params["margin_weight_used"]``.
     ambiguity_margin : float, default 0.2.   outlier_z : float, default 3.5 (robust z).
     compute_importance : bool, default True.
-    folds : int array (N,), optional fixed fold assignment (reproducible recomputes).
+    folds : int array (N,) or (n_repeats, N), optional fixed fold assignment(s) (reproducible
+        recomputes: ``folds=result.fold_assignments``); their number of rows is the number of
+        repeats (1 for a 1-D array).
     device : torch device for the logistic regression ('cuda' when available).
     backend : {'local', 'ray'}, default 'local'.  'ray' computes every sum over samples (column
         moments, the fold models' loss and gradient, predictions, kNN top-k, per-class Gram
@@ -320,8 +339,10 @@ def score_label_issues(
         if not (v == "auto" or (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0)):
             raise ValueError(f"{name} must be a float in [0, 1] or 'auto'; got {v!r}.")
     resolve_C(C, n, max(int(n_folds), 2))  # a bad C fails before any work
+    resolve_n_repeats(n_repeats, n, 1, K)
     params = dict(
-        n_folds=n_folds, k=k, random_state=random_state, C=C, knn_weight=knn_weight, knn_method=knn_method,
+        n_folds=n_folds, n_repeats=n_repeats, k=k, random_state=random_state, C=C, knn_weight=knn_weight,
+        knn_method=knn_method,
         max_dim=max_dim, filter_by=filter_by, ambiguity_margin=ambiguity_margin, flag_margin=flag_margin,
         margin_weight=margin_weight, outlier_z=outlier_z,
         compute_importance=compute_importance,
@@ -348,11 +369,12 @@ def score_label_issues(
         if n < 2 * n_folds:
             raise ValueError(f"Only N={n} samples for n_folds={n_folds}: need N >= 2 * n_folds.")
         P, state = out_of_fold_probabilities(
-            X, labels, n_classes=K, n_folds=n_folds, C=C, max_dim=max_dim, folds=folds,
+            X, labels, n_classes=K, n_folds=n_folds, C=C, max_dim=max_dim, folds=folds, n_repeats=n_repeats,
             random_state=random_state, device=device, return_state=True,
         )
         folds_out = state["folds"]
         params["C_used"] = float(state["C"])
+        params["n_repeats_used"] = int(state["n_repeats"])
     nbr = dist = leverage = None
     if X is not None:
         prep = state["preprocessor"] if state is not None else None

@@ -2,7 +2,7 @@
 
 ``update_label_issues`` reuses everything the change does not invalidate:
 
-* fold assignment: kept as is (a full recompute must pass ``folds=result.folds`` to be
+* fold assignment: kept as is (a full recompute must pass ``folds=result.fold_assignments`` to be
   comparable - fold assignment is a random choice, not a function of the labels);
 * logistic-regression fold models (``refit=True``; ``solver="auto"``, the default, is
   ``"newton"`` up to N x d' x K = 1e8 and ``"subsampled"`` above); newton: the exact response
@@ -31,7 +31,7 @@
   rule a full recompute applies (no memory of the previous choice).
 
 Tolerance.  The reference is a full recompute with the same folds,
-``score_label_issues(labels[kept], features[kept], folds=result.folds[kept])``.  That anchor is
+``score_label_issues(labels[kept], features[kept], folds=result.fold_assignments[:, kept])``.  That anchor is
 itself reproducible only up to its optimisation error: its fold models stop after
 ``fold_max_iter`` L-BFGS iterations from a random warm-start subsample, and a second full
 recompute that differs only in that subsample (``random_state + 1``, same folds) disagrees
@@ -85,7 +85,7 @@ import numpy as np
 
 from .engine import LabelIssueResult, _finish
 from .importance import class_conditional_leverage
-from .probabilities import refit_fold_models, validate_features, validate_labels
+from .probabilities import refit_fold_models, repeat_states, validate_features, validate_labels
 
 __all__ = ["update_label_issues"]
 
@@ -108,6 +108,31 @@ def auto_refit_solver(n: int, coef) -> str:
 KNN_REPAIRS = ("auto", "exact", "two_hop")
 # multiply-adds below which knn_repair="auto" always searches exactly (~0.1 s on one core)
 _EXACT_REPAIR_BUDGET = 2e8
+
+
+def _refit_one_repeat(solver, X, labels, state, result, keep, touched, rem, *, converge, newton_steps,
+                      newton_rtol, cg_max_iter, cg_correction_iter, cg_tol, hessian_rows, max_iter, device,
+                      random_state):
+    """Refit the fold models of one repeat (``state`` from :func:`~.probabilities.repeat_states`):
+    (probabilities of the kept rows, new model state with that repeat's kept 'folds', solver
+    statistics or None)."""
+    if solver not in ("newton", "subsampled"):
+        P_new, ms = refit_fold_models(X, labels, state, keep=keep, max_iter=max_iter, device=device)
+        return P_new, ms, None
+    from .newton import newton_refit_fold_models, subsampled_newton_refit_fold_models
+
+    n_folds = np.asarray(state["coef"]).shape[0]
+    active = folds_with_changed_training_set(state["folds"], touched, n_folds)
+    common = dict(old_labels=result.labels, keep=keep, removed_with_features=rem,
+                  folds_to_refit=active, device=device, random_state=random_state,
+                  newton_rtol=newton_rtol, cg_max_iter=cg_max_iter, cg_correction_iter=cg_correction_iter,
+                  cg_tol=cg_tol)
+    if solver == "newton":
+        return newton_refit_fold_models(X, labels, state, converge=converge,
+                                        newton_steps=3 if newton_steps is None else newton_steps, **common)
+    return subsampled_newton_refit_fold_models(
+        X, labels, state, hessian_rows=hessian_rows, newton_steps=2 if newton_steps is None else newton_steps,
+        hessian_probs=np.asarray(result.pred_probs)[keep], **common)
 
 
 def _as_mask(sel, n, name):
@@ -336,38 +361,38 @@ def update_label_issues(
             raise ValueError("features are required to refit the fold models.")
         if solver == "auto":
             solver = auto_refit_solver(n, state["coef"])
-        if solver in ("newton", "subsampled"):
-            from .newton import newton_refit_fold_models, subsampled_newton_refit_fold_models
-
-            n_folds = np.asarray(state["coef"]).shape[0]
-            active = folds_with_changed_training_set(state["folds"], touched, n_folds)
-            rem = np.flatnonzero(removed_m)
-            if rem.size:  # removed rows whose features were given (not placeholders)
-                Xr = np.asarray(X[rem], np.float32)
-                rem = rem[np.isfinite(Xr).all(axis=1) & (Xr != 0).any(axis=1)]
-            common = dict(old_labels=result.labels, keep=keep, removed_with_features=rem,
-                          folds_to_refit=active, device=device,
-                          random_state=params.get("random_state", 0))
-            if solver == "newton":
-                P_new, ms, info["newton"] = newton_refit_fold_models(
-                    X, labels, state, converge=converge,
-                    newton_steps=3 if newton_steps is None else newton_steps,
-                    newton_rtol=newton_rtol, cg_max_iter=cg_max_iter, cg_correction_iter=cg_correction_iter,
-                    cg_tol=cg_tol, **common)
-            else:
-                P_new, ms, info["newton"] = subsampled_newton_refit_fold_models(
-                    X, labels, state, hessian_rows=hessian_rows,
-                    newton_steps=2 if newton_steps is None else newton_steps,
-                    newton_rtol=newton_rtol, cg_max_iter=cg_max_iter, cg_correction_iter=cg_correction_iter,
-                    cg_tol=cg_tol,
-                    hessian_probs=np.asarray(result.pred_probs)[keep], **common)
-        else:
-            P_new, ms = refit_fold_models(X, labels, state, keep=keep, max_iter=max_iter, device=device)
+        rem = np.flatnonzero(removed_m)
+        if rem.size and solver in ("newton", "subsampled"):  # removed rows whose features were given
+            Xr = np.asarray(X[rem], np.float32)
+            rem = rem[np.isfinite(Xr).all(axis=1) & (Xr != 0).any(axis=1)]
+        # every repeat of the out-of-fold fit has its own fold models: each is refitted the same
+        # way and the probabilities are averaged again, as the full score does
+        repeats = repeat_states(state)
+        P_sum, refitted = None, []
+        for rep_state in repeats:
+            P_new, ms, rep_info = _refit_one_repeat(
+                solver, X, labels, rep_state, result, keep, touched, rem, converge=converge,
+                newton_steps=newton_steps, newton_rtol=newton_rtol, cg_max_iter=cg_max_iter,
+                cg_correction_iter=cg_correction_iter, cg_tol=cg_tol, hessian_rows=hessian_rows,
+                max_iter=max_iter, device=device, random_state=params.get("random_state", 0))
+            if rep_info is not None:
+                info.setdefault("newton", rep_info)  # repeat 0's statistics
+                if len(repeats) > 1:
+                    info.setdefault("newton_repeats", []).append(rep_info)
+            P_sum = P_new if P_sum is None else P_sum + P_new
+            refitted.append(ms)
         used = solver
-        new_state.update(ms)
-        P = P_new
+        new_state.update(refitted[0])
+        if len(repeats) > 1:
+            P_sum /= np.float32(len(repeats))
+            new_state["more_repeats"] = [dict(folds=ms["folds"], coef=ms["coef"], intercept=ms["intercept"])
+                                         for ms in refitted[1:]]
+        P = P_sum
     else:
         P = P[keep]
+        if state.get("more_repeats"):  # keep every repeat's fold array aligned with the rows
+            new_state["more_repeats"] = [dict(rep, folds=np.asarray(rep["folds"])[keep])
+                                         for rep in state["more_repeats"]]
     folds = None if result.folds is None else result.folds[keep]
     if "folds" in new_state and folds is not None:
         new_state["folds"] = folds  # keep the state's fold array aligned with the rows

@@ -62,12 +62,19 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["out_of_fold_probabilities", "assign_folds", "validate_features", "Preprocessor", "auto_C"]
+__all__ = ["out_of_fold_probabilities", "assign_folds", "validate_features", "Preprocessor", "auto_C",
+           "auto_n_repeats", "repeat_folds", "repeat_states"]
 
 #: ``C="auto"``: scikit-learn's ``C = 0.1`` up to 10k training rows, then the per-sample L2
 #: strength ``1 / (C * n_train)`` held at this floor (see :func:`auto_C`).
 AUTO_C_MAX = 0.1
 AUTO_C_MIN_L2 = 1e-3
+
+#: ``n_repeats="auto"``: repeated cross-fitting while the fold fits of all repeats stay within
+#: this much work (N x d' x K): up to MAX_AUTO_REPEATS repeats at 10k x 256 x 80, one at
+#: 100k x 256 x 80 (see :func:`auto_n_repeats`)
+REPEAT_WORK_BUDGET = 2e9
+MAX_AUTO_REPEATS = 5
 
 
 # --------------------------------------------------------------------------- #
@@ -265,6 +272,62 @@ def auto_C(n_samples: int, n_folds: int = 5, *, C_max: float = AUTO_C_MAX,
         raise ValueError(f"auto_C needs n_samples >= 1 and n_folds >= 2; got {n_samples}, {n_folds}.")
     n_train = n_samples * (n_folds - 1) / n_folds
     return float(min(C_max, 1.0 / (min_l2 * n_train)))
+
+
+def auto_n_repeats(n_samples: int, n_dims: int, n_classes: int, *, budget: float = REPEAT_WORK_BUDGET,
+                   max_repeats: int = MAX_AUTO_REPEATS) -> int:
+    """How many fold assignments ``n_repeats="auto"`` averages the out-of-fold probabilities over.
+
+    Repeated cross-fitting (scikit-learn's ``RepeatedStratifiedKFold``): every repeat draws a
+    new stratified fold assignment and fits new fold models; a sample's probabilities are the
+    mean over the repeats of the model that did not see it (still out-of-sample).  The held-out
+    prediction of one assignment depends on which 80% of the data its model saw; the average
+    removes most of that variance.  Measured on the quality suite (seeds 0-2, 5 repeats against
+    1, README): synthetic instance noise AUPRC 0.767/0.763/0.738 -> 0.811/0.787/0.745, synthetic
+    uniform 0.978/0.976/0.979 -> 0.987/0.987/0.982; the digits and Fashion-MNIST benchmarks
+    moved by -0.007..+0.011.  The cost is one fold fit per repeat (the warm-start fit and the
+    preprocessing are shared), so "auto" repeats only while ``n_repeats * N * d' * K <= budget``
+    (2e9, one fit at 100k x 256 x 80: about 10 s on 2 cores):
+
+        n_repeats = clip(floor(budget / (N * d' * K)), 1, max_repeats)
+
+    with ``d' = min(d, max_dim)``: 5 at 10k x 256 x 80, 4 at 20k x 256 x 80, 1 at 100k x 256 x 80.
+
+    Returns
+    -------
+    int in [1, max_repeats].
+    """
+    work = float(n_samples) * max(int(n_dims), 1) * max(int(n_classes), 1)
+    return int(np.clip(np.floor(budget / max(work, 1.0)), 1, max(int(max_repeats), 1)))
+
+
+def resolve_n_repeats(n_repeats, n_samples: int, n_dims: int, n_classes: int) -> int:
+    """``n_repeats`` as a positive int: "auto" -> :func:`auto_n_repeats`; anything else is checked."""
+    if isinstance(n_repeats, str):
+        if n_repeats != "auto":
+            raise ValueError(f"n_repeats must be a positive int or 'auto'; got {n_repeats!r}.")
+        return auto_n_repeats(n_samples, n_dims, n_classes)
+    if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
+        raise ValueError(f"n_repeats must be a positive int or 'auto'; got {n_repeats!r}.")
+    return int(n_repeats)
+
+
+def repeat_folds(labels: np.ndarray, n_folds: int = 5, n_repeats: int = 1, random_state=0) -> np.ndarray:
+    """Fold assignments of ``n_repeats`` repeats, shape (n_repeats, N): repeat 0 is
+    ``assign_folds(labels, n_folds, random_state)``, repeat r > 0 uses a seed derived from
+    ``(random_state, r)`` (so two ``random_state`` values share no repeat)."""
+    out = np.empty((n_repeats, np.asarray(labels).shape[0]), dtype=np.int64)
+    for r in range(n_repeats):
+        seed = random_state if r == 0 or random_state is None else np.random.SeedSequence([int(random_state), r])
+        out[r] = assign_folds(labels, n_folds, seed)
+    return out
+
+
+def repeat_states(state: dict) -> list:
+    """One model state per repeat of an out-of-fold fit: repeat 0 is ``state`` itself, repeat
+    r > 0 is ``state`` with that repeat's 'folds', 'coef' and 'intercept' (from
+    ``state["more_repeats"]``); everything else (preprocessor, C, preconditioners) is shared."""
+    return [state] + [dict(state, **rep) for rep in state.get("more_repeats", ())]
 
 
 def resolve_C(C, n_samples: int, n_folds: int = 5) -> float:
@@ -585,6 +648,7 @@ def out_of_fold_probabilities(
     full_fit_samples: int = 20_000,
     precondition: bool = True,
     folds: Optional[np.ndarray] = None,
+    n_repeats=None,
     device=None,
     chunk_size: int = 32_768,
     random_state=0,
@@ -629,8 +693,16 @@ def out_of_fold_probabilities(
         approximate Hessian (from the feature covariance of the subsample).  The objective and
         its optimum are unchanged; only the number of iterations needed drops.  (PCA features
         are already whitened.)
-    folds : int array, shape (N,), optional
-        Precomputed fold assignment (see :func:`assign_folds`); reused by incremental updates.
+    folds : int array, shape (N,) or (n_repeats, N), optional
+        Precomputed fold assignment(s) (see :func:`assign_folds`, :func:`repeat_folds`); reused
+        by incremental updates.  Their number of rows (1 for a 1-D array) is the number of
+        repeats.
+    n_repeats : int, "auto" or None, default None
+        Repeated cross-fitting: the probabilities are averaged over this many fold assignments
+        (:func:`repeat_folds`), each with its own ``n_folds`` fold models; the warm-start fit,
+        the preprocessing and the preconditioner are shared.  "auto": :func:`auto_n_repeats`
+        (the engine's default).  None: the number of given ``folds`` assignments, else 1.  The
+        value used is ``state["n_repeats"]``.
     device : str or torch.device, optional
         'cuda' when available, else 'cpu'.
     chunk_size : int, default 32768
@@ -643,18 +715,29 @@ def out_of_fold_probabilities(
     Returns
     -------
     pred_probs : float32 array, shape (N, K), rows sum to 1.
-        ``pred_probs[i]`` comes from the model of the fold not containing i.
+        ``pred_probs[i]`` comes from the model of the fold not containing i (the mean over the
+        repeats of those models with ``n_repeats > 1``).
     state : dict, only when ``return_state``; keys 'folds', 'preprocessor', 'coef' (n_folds, d', K),
         'intercept' (n_folds, K), 'full_coef', 'full_intercept' (the subsample model), 'C',
-        'n_classes', 'tol', 'precond' ((T, T^-1) numpy pair or None) and, for ``d > max_dim``,
+        'n_classes', 'tol', 'precond' ((T, T^-1) numpy pair or None), 'n_repeats',
+        'more_repeats' (a list with the 'folds', 'coef' and 'intercept' of repeats 1.. ; the
+        top-level ones are repeat 0's; :func:`repeat_states`) and, for ``d > max_dim``,
         'projected' (the (N, max_dim) float32 z-scored PCA features, so callers can reuse them).
     """
     labels, K = validate_labels(labels, n_classes)
     X = validate_features(features, labels.shape[0])
     n, d = X.shape
+    if folds is not None:  # given assignments fix the number of repeats
+        given = np.asarray(folds).shape[0] if np.asarray(folds).ndim == 2 else 1
+        if n_repeats not in (None, "auto", given):
+            raise ValueError(f"folds holds {given} fold assignment(s) but n_repeats={n_repeats!r}; pass "
+                             f"folds of shape (n_repeats, N) (e.g. result.fold_assignments) or n_repeats='auto'.")
+        n_repeats = given
+    n_repeats = resolve_n_repeats(1 if n_repeats is None else n_repeats, n, min(d, max_dim), K)
     with _threads_for_size(float(n) * min(d, max_dim) * K):
         return _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max_dim, pca_samples,
-                    full_fit_samples, precondition, folds, device, chunk_size, random_state, return_state)
+                    full_fit_samples, precondition, folds, n_repeats, device, chunk_size, random_state,
+                    return_state)
 
 
 # copying the training rows of a fold (instead of masking the held-out rows) is cheaper as long
@@ -663,7 +746,7 @@ _GATHER_BYTES = 512 << 20
 
 
 def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max_dim, pca_samples,
-         full_fit_samples, precondition, folds, device, chunk_size, random_state, return_state):
+         full_fit_samples, precondition, folds, n_repeats, device, chunk_size, random_state, return_state):
     import torch
 
     n, d = X.shape
@@ -677,12 +760,16 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
                 UserWarning,
                 stacklevel=3,
             )
-        folds = assign_folds(labels, n_folds, random_state)
+        all_folds = repeat_folds(labels, n_folds, n_repeats, random_state)
     else:
-        folds = np.asarray(folds, dtype=np.int64)
-        if folds.shape != labels.shape:
-            raise ValueError(f"folds must have shape {labels.shape}; got {folds.shape}.")
-        n_folds = int(folds.max()) + 1
+        all_folds = np.asarray(folds, dtype=np.int64)
+        if all_folds.ndim == 1:
+            all_folds = all_folds[None, :]
+        if all_folds.ndim != 2 or all_folds.shape[1:] != labels.shape or all_folds.shape[0] != n_repeats:
+            raise ValueError(f"folds must have shape {labels.shape} or ({n_repeats}, {labels.shape[0]}); "
+                             f"got {np.asarray(folds).shape}.")
+        n_folds = int(all_folds.max()) + 1
+    folds = all_folds[0]
     if n < n_folds:
         raise ValueError(f"Need at least n_folds={n_folds} samples; got {n}.")
     C = resolve_C(C, n, n_folds)
@@ -718,25 +805,45 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
         full_W, full_b = _fit_lbfgs(lin, segs, sub_rows.size, C * n_train_typ / sub_rows.size, W0, b0,
                                     max_iter, tol, precond)
         del segs
-    coefs, intercepts = [], []
-    for f in range(n_folds):
-        n_train = int(np.count_nonzero(folds != f))
-        segs = data.train_segments(f)
-        if warm_start:
-            Wf, bf = _fit_lbfgs(lin, segs, n_train, C, full_W, full_b, fold_max_iter, tol, precond)
+    pred, models = None, []
+    for r in range(n_repeats):
+        if r:  # the same rows under the next fold assignment
+            if hasattr(data, "with_folds"):
+                data = data.with_folds(all_folds[r])
+            else:  # sharded rows: the workers split them again (the previous split is freed first)
+                del data
+                data = X.fold_data(labels, all_folds[r], prep, n_folds, dev)
+            lin = data.lin
+        coefs, intercepts = [], []
+        for f in range(n_folds):
+            n_train = int(np.count_nonzero(all_folds[r] != f))
+            segs = data.train_segments(f)
+            if warm_start:
+                Wf, bf = _fit_lbfgs(lin, segs, n_train, C, full_W, full_b, fold_max_iter, tol, precond)
+            else:
+                Wf, bf = _fit_lbfgs(lin, segs, n_train, C, W0, b0, max_iter, tol, precond)
+            del segs
+            coefs.append(Wf)
+            intercepts.append(bf)
+        p = data.predict(coefs, intercepts, chunk_size)
+        if pred is None:
+            pred = p
         else:
-            Wf, bf = _fit_lbfgs(lin, segs, n_train, C, W0, b0, max_iter, tol, precond)
-        del segs
-        coefs.append(Wf)
-        intercepts.append(bf)
-    pred = data.predict(coefs, intercepts, chunk_size)
+            pred += p
+        del p
+        models.append(dict(folds=all_folds[r], coef=torch.stack(coefs).cpu().numpy(),
+                           intercept=torch.stack(intercepts).cpu().numpy()))
+    if n_repeats > 1:
+        pred /= np.float32(n_repeats)
     if not return_state:
         return pred
     state = {
         "folds": folds,
         "preprocessor": prep,
-        "coef": torch.stack(coefs).cpu().numpy(),
-        "intercept": torch.stack(intercepts).cpu().numpy(),
+        "coef": models[0]["coef"],
+        "intercept": models[0]["intercept"],
+        "n_repeats": n_repeats,
+        "more_repeats": models[1:],
         "full_coef": None if full_W is None else full_W.cpu().numpy(),
         "full_intercept": None if full_b is None else full_b.cpu().numpy(),
         "C": C,
@@ -785,6 +892,17 @@ class _LocalFoldData:
         self.folds_t = torch.from_numpy(folds).to(dev)
         d_eff = prep.scale.shape[0]
         self.gather = 4.0 * n * d_eff * (n_folds - 1) / n_folds <= _GATHER_BYTES or not prep.folds_into_weights
+
+    def with_folds(self, folds):
+        """The same rows (no copy) under another fold assignment."""
+        import copy
+
+        import torch
+
+        other = copy.copy(self)
+        other.folds = folds
+        other.folds_t = torch.from_numpy(folds).to(self.dev)
+        return other
 
     def input_rows(self, idx):
         return np.asarray(self.X[idx], np.float32)
