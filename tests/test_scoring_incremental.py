@@ -482,6 +482,8 @@ def test_hessian_sample_is_unbiased_and_favours_uncertain_rows():
     np.testing.assert_array_equal(rows, again)
     allrows, ones = _hessian_sample(n, n, P, random_state=1)
     assert allrows.size == n and np.all(ones == 1.0)
-    # solver="auto": Newton-CG up to 1e8 = N x d' x K, the subsampled Hessian above
+    # solver="auto": Newton-CG up to 1e8 = N x d' x K x repeats, the subsampled Hessian above
     assert auto_refit_solver(30_000, np.zeros((5, 128, 20))) == "newton"
+    assert auto_refit_solver(30_000, np.zeros((5, 128, 20)), 5) == "subsampled"
+    assert auto_refit_solver(1_797, np.zeros((5, 64, 10)), 5) == "newton"
     assert auto_refit_solver(100_000, np.zeros((5, 256, 80))) == "subsampled"

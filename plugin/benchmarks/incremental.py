@@ -170,7 +170,7 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                     rows.append(row)
                 from label_audit.scoring.incremental import auto_refit_solver
 
-                auto = auto_refit_solver(n, result.model_state["coef"])
+                auto = auto_refit_solver(n, result.model_state["coef"], result.params.get("n_repeats_used", 1))
                 methods = [("refit=True (auto: %s)" % auto, {}), ("refit=False", dict(refit=False))]
                 if lbfgs:  # the solvers "auto" did not pick
                     for other in ("newton", "subsampled", "lbfgs"):
