@@ -261,7 +261,7 @@ def score_label_issues(
         models).  "auto" (:func:`~.probabilities.auto_n_repeats`) repeats while all the fold fits
         stay within the work of one fit at 100k x 256 x 80: 5 at 10k x 256 x 80, 4 at 20k, 1 from
         100k.  Measured (seeds 0-2): synthetic instance noise AUPRC 0.767/0.763/0.738 with one
-        repeat, 0.811/0.787/0.745 with five.  Used value: ``params["n_repeats_used"]``.
+        repeat, 0.803/0.798/0.757 with five.  Used value: ``params["n_repeats_used"]``.
     random_state : int, default 0 (folds, PCA subsample, approximate kNN).
     C : float or "auto", default "auto"; inverse L2 strength of the logistic regression
         (sklearn convention, z-scored features).  "auto" (:func:`~.probabilities.auto_C`):

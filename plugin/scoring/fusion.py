@@ -123,7 +123,6 @@ def weight_from_accuracies(grid, accs, n: int, *, prior: float = 0.5, n_se: floa
     accs = np.asarray(accs, dtype=np.float64)
     best = float(accs.max())
     tol = n_se * np.sqrt(max(best * (1.0 - best), 0.0) / max(n, 1))
-    tol = n_se * np.sqrt(max(best * (1.0 - best), 0.0) / max(n, 1))
     grid = np.asarray(grid, dtype=np.float64)
     order = np.argsort(grid, kind="stable")
     grid, accs = grid[order], accs[order]
