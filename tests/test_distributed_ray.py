@@ -129,9 +129,11 @@ def test_sharded_input_and_bad_rows(faults, noisy_digits):
 def test_worker_killed_mid_run_is_retried(faults, noisy_digits):
     X, y = noisy_digits
     X, y = X[:600], y[:600]
-    clean = score_label_issues(y, features=X, backend="ray", ray_workers=2)
+    # one fold assignment: the retries are the subject here (every L-BFGS iteration is a round
+    # of Ray tasks, so five repeats would take five times as long on this tiny set)
+    clean = score_label_issues(y, features=X, backend="ray", ray_workers=2, n_repeats=1)
     fired = [_arm(faults, "loss_grad"), _arm(faults, "class_grams")]
-    retried = score_label_issues(y, features=X, backend="ray", ray_workers=2, ray_max_retries=2)
+    retried = score_label_issues(y, features=X, backend="ray", ray_workers=2, ray_max_retries=2, n_repeats=1)
     assert all(f.exists() for f in fired)  # two workers really died (os._exit) mid-run
     for f in SCORES:
         np.testing.assert_array_equal(getattr(clean, f), getattr(retried, f))
