@@ -105,10 +105,12 @@ def test_compute_label_quality_operator(embedded_digits, delegated):
     from fiftyone.operators.delegated import DelegatedOperationService
 
     ds = embedded_digits
+    params = dict(label_field="ground_truth", audit_key="op", delegate=delegated)
+    if not delegated:
+        params["n_repeats"] = 2  # the form's "Repeats"; empty = auto
     result = foo.execute_operator(
         PLUGIN + "/compute_label_quality",
-        ctx=dict(dataset=ds, params=dict(label_field="ground_truth", audit_key="op",
-                                         delegate=delegated)),
+        ctx=dict(dataset=ds, params=params),
         request_delegation=delegated,
     )
     if delegated:
@@ -120,6 +122,8 @@ def test_compute_label_quality_operator(embedded_digits, delegated):
         assert result.result["num_scored"] == 300
     assert ds.count("op_label_issue_score") == 300
     assert "op" in ds.list_runs()
+    # 300 rows: "auto" repeats 5 times
+    assert ds.get_run_info("op").config.score_params["n_repeats_used"] == (5 if delegated else 2)
 
 
 def test_compute_label_quality_operator_refuses_missing_field(embedded_digits):

@@ -56,6 +56,9 @@ class ComputeLabelQuality(DelegableOperator):
                    description="Run key and prefix of the written fields, e.g. audit_label_issue_score")
         inputs.int("n_folds", default=5, min=2, label="Folds",
                    description="Cross-validation folds for the out-of-fold probabilities")
+        inputs.int("n_repeats", required=False, min=1, label="Repeats",
+                   description="Fold assignments the out-of-fold probabilities are averaged over; "
+                               "empty = auto (5 on small data, 1 from 100k x 256 x 80)")
         inputs.int("k", default=10, min=1, label="Neighbours (k)")
         backend_input(inputs, ctx)
         delegation_input(inputs, ctx, default=len(view) > 5000)
@@ -74,6 +77,7 @@ class ComputeLabelQuality(DelegableOperator):
             embeddings_field=params.get("embeddings_field") or "embeddings",
             audit_key=params.get("audit_key") or "audit",
             n_folds=int(params.get("n_folds") or 5),
+            n_repeats=int(params["n_repeats"]) if params.get("n_repeats") else "auto",
             k=int(params.get("k") or 10),
             progress=False,
             progress_callback=lambda f, label: progress(f),
