@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -24,6 +25,19 @@ MONGOD_HELP = (
     "this for you. Alternatively run your own MongoDB >= 6 and set "
     "FIFTYONE_DATABASE_URI=mongodb://host:port."
 )
+
+
+def _stop_with_parent():
+    """Runs in the ``mongod`` child between fork and exec (Linux): the kernel sends it SIGTERM
+    when the thread that started it dies.  A test run or demo killed by a signal skips its
+    ``atexit`` handlers; without this its ``mongod`` kept running (parent gone, PPID 1)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux / no libc: the atexit handlers still stop it
+        pass
 
 
 class MongoDBNotFoundError(RuntimeError):
@@ -69,7 +83,8 @@ def free_port(host="127.0.0.1"):
 class PrivateMongo:
     """A throw-away ``mongod`` on a free loopback port with a temporary dbpath.
 
-    Use it as a context manager, or call :meth:`start` / :meth:`stop`.
+    Use it as a context manager, or call :meth:`start` / :meth:`stop`.  On Linux the server
+    also stops when the thread that started it dies (a killed test run leaves no ``mongod``).
     :meth:`export_env` sets the environment so that a *subsequently imported*
     fiftyone uses this server and a unique database name; nothing touches the
     user's ``~/.fiftyone`` database.
@@ -110,6 +125,7 @@ class PrivateMongo:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                preexec_fn=_stop_with_parent if sys.platform.startswith("linux") else None,
             )
             try:
                 self._wait_ready()
@@ -216,8 +232,6 @@ def ensure_mongod(install=True):
 
 
 if __name__ == "__main__":  # python -m label_audit.database: used by the Makefile
-    import sys
-
     try:
         print("mongod: %s" % ensure_mongod(install="--no-install" not in sys.argv))
     except (MongoDBNotFoundError, subprocess.CalledProcessError) as e:

