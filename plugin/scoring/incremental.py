@@ -372,15 +372,15 @@ def update_label_issues(
     if refit and "coef" in state and touched.any():
         if X is None:
             raise ValueError("features are required to refit the fold models.")
+        # every repeat of the out-of-fold fit has its own fold models: each is refitted the same
+        # way and the probabilities are averaged again, as the full score does
+        repeats = repeat_states(state)
         if solver == "auto":
-            solver = auto_refit_solver(n, state["coef"], 1 + len(state.get("more_repeats", ())))
+            solver = auto_refit_solver(n, state["coef"], len(repeats))
         rem = np.flatnonzero(removed_m)
         if rem.size and solver in ("newton", "subsampled"):  # removed rows whose features were given
             Xr = np.asarray(X[rem], np.float32)
             rem = rem[np.isfinite(Xr).all(axis=1) & (Xr != 0).any(axis=1)]
-        # every repeat of the out-of-fold fit has its own fold models: each is refitted the same
-        # way and the probabilities are averaged again, as the full score does
-        repeats = repeat_states(state)
         P_sum, refitted = None, []
         for rep_state in repeats:
             P_new, ms, rep_info = _refit_one_repeat(

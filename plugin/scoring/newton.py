@@ -776,8 +776,7 @@ def subsampled_newton_refit_fold_models(
             g0 = None
             for step_i in range(max(1, newton_steps)):
                 if step_i:  # the relabelled rows' probabilities at the current weights
-                    A, c = batch._affine(W, b)
-                    P[m:] = torch.softmax((Xr @ A + c).reshape(-1, active.size, K), dim=-1)
+                    P[m:] = rbatch.probabilities(W, b)
                 nW, nb = relabelled_pull(P[m:], e_new)
                 gW, gb = HDW + nW - gold_W - remW, HDb + nb - gold_b - remb  # model gradient at W
                 norm = torch.sqrt((gW * gW).sum((0, 2)) + (gb * gb).sum(1))
