@@ -40,6 +40,64 @@ def _stop_with_parent():
         pass
 
 
+DBPATH_PREFIX = "label-audit-mongo-"
+OWNER_FILE = "label-audit-owner.pid"
+
+
+def _pid_running(pid):
+    """True when a process ``pid`` exists (a zombie counts as stopped)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _read_pid(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def remove_stale_dbpaths(root=None):
+    """Delete the dbpaths of private ``mongod`` servers whose owner and server are both gone.
+
+    A run killed by a signal (SIGKILL, OOM) skips :meth:`PrivateMongo.stop`; its server stops
+    with it (``PR_SET_PDEATHSIG``) but its temporary dbpath stays.  Every dbpath records the pid
+    of the process that started it (``label-audit-owner.pid``) and mongod records its own
+    (``mongod.lock``); a directory is removed only when neither process is running, so a server
+    of another live test run is never touched.  Directories without the owner file (not ours,
+    or still being created) are left alone.
+
+    Returns:
+        the list of removed paths
+    """
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for path in root.glob(DBPATH_PREFIX + "*"):
+        owner = _read_pid(path / OWNER_FILE)
+        if owner is None or _pid_running(owner):
+            continue
+        server = _read_pid(path / "mongod.lock")
+        if server is not None and _pid_running(server):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(str(path))
+    return removed
+
+
 class MongoDBNotFoundError(RuntimeError):
     """Raised when no MongoDB binary is available for FiftyOne."""
 
@@ -84,7 +142,9 @@ class PrivateMongo:
     """A throw-away ``mongod`` on a free loopback port with a temporary dbpath.
 
     Use it as a context manager, or call :meth:`start` / :meth:`stop`.  On Linux the server
-    also stops when the thread that started it dies (a killed test run leaves no ``mongod``).
+    also stops when the thread that started it dies (a killed test run leaves no ``mongod``);
+    the dbpath such a run leaves is deleted by the next :meth:`start`
+    (:func:`remove_stale_dbpaths`).
     :meth:`export_env` sets the environment so that a *subsequently imported*
     fiftyone uses this server and a unique database name; nothing touches the
     user's ``~/.fiftyone`` database.
@@ -109,7 +169,10 @@ class PrivateMongo:
         return "mongodb://%s:%d" % (self.host, self.port)
 
     def start(self):
-        self.dbpath = tempfile.mkdtemp(prefix="label-audit-mongo-")
+        remove_stale_dbpaths()
+        self.dbpath = tempfile.mkdtemp(prefix=DBPATH_PREFIX)
+        with open(os.path.join(self.dbpath, OWNER_FILE), "w") as f:
+            f.write(str(os.getpid()))
         last_error = None
         for _ in range(3):
             self.port = free_port(self.host)

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from label_audit.database import MONGOD_HELP, MongoDBNotFoundError, bundled_mongod_path
+from label_audit.database import (MONGOD_HELP, MongoDBNotFoundError, _pid_running as _alive,
+                                  bundled_mongod_path, remove_stale_dbpaths)
 
 
 def test_bundled_mongod_found_in_this_environment():
@@ -54,14 +55,30 @@ def test_private_mongod_stops_when_the_process_that_started_it_is_killed():
     outlived = _alive(pid)
     if outlived:  # do not leave it behind either way
         os.kill(pid, signal.SIGTERM)
-    shutil.rmtree(dbpath, ignore_errors=True)  # the dbpath is left (no atexit ran)
+    left = os.path.isdir(dbpath)  # no atexit ran: the dbpath is still there
+    removed = remove_stale_dbpaths()  # what the next PrivateMongo.start() does
+    gone = not os.path.exists(dbpath)
+    shutil.rmtree(dbpath, ignore_errors=True)
     assert not outlived, "mongod %d outlived the process that started it" % pid
+    assert left and gone and dbpath in removed, (left, gone, removed)
 
 
-def _alive(pid):
-    """Running (a zombie that nobody reaped counts as stopped)."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
-    except OSError:
-        return False
+def test_stale_dbpath_sweep_keeps_live_servers_and_foreign_directories(tmp_path):
+    """Only directories whose owner and mongod are both gone are removed."""
+    from label_audit.database import DBPATH_PREFIX, OWNER_FILE
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cases = {"dead": (dead.pid, ""), "live_owner": (os.getpid(), ""),
+             "live_server": (dead.pid, str(os.getpid())), "foreign": (None, "")}
+    for name, (owner, lock) in cases.items():
+        d = tmp_path / (DBPATH_PREFIX + name)
+        d.mkdir()
+        (d / "mongod.lock").write_text(lock)
+        if owner is not None:
+            (d / OWNER_FILE).write_text(str(owner))
+    removed = remove_stale_dbpaths(tmp_path)
+    assert removed == [str(tmp_path / (DBPATH_PREFIX + "dead"))]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        DBPATH_PREFIX + n for n in ("live_owner", "live_server", "foreign"))
+
