@@ -361,8 +361,9 @@ def test_bad_solver_and_repair_names(setup):
 def test_incremental_benchmark_table():
     from label_audit.benchmarks.incremental import format_table, run
 
-    out = run(sizes=[(1500, 16, 4)], fractions=[0.02], floor=True)
-    rows = {r["method"]: r for r in out["rows"] if "fraction" in r}
+    out = run(sizes=[(1500, 16, 4)], fractions=[0.02], floor=True, seeds=(0, 1))
+    assert sorted({r["seed"] for r in out["rows"]}) == [0, 1]
+    rows = {r["method"]: r for r in out["rows"] if "fraction" in r and r["seed"] == 1}
     assert set(rows) == {"full, random_state+1", "refit=True (auto: newton)", "refit=False"}
     newton = rows["refit=True (auto: newton)"]
     assert newton["update_s"] > 0 and newton["speedup"] == pytest.approx(newton["full_s"] / newton["update_s"])

@@ -1,9 +1,9 @@
 """Incremental re-scoring benchmark: ``update_label_issues`` against a full recompute.
 
     python bench/incremental.py [--sizes 30000x128x20,100000x256x80] [--fractions 0.01,0.001]
-                                [--threads 1] [--floor] [--optimum] [--json]
+                                [--seeds 0,1,2] [--threads 1] [--floor] [--optimum] [--json]
 
-For every size ``n x d x K`` (synthetic pooled-CNN-like features, ``make_synthetic_features``,
+For every size ``n x d x K`` and seed (synthetic pooled-CNN-like features, ``make_synthetic_features``,
 10% uniform label noise) the data are scored once (``score_label_issues``).  For every change
 fraction f, ``round(f n)`` wrong labels are fixed and ``round(f n)`` other samples removed, and
 
@@ -46,6 +46,7 @@ from . import _common
 
 COLUMNS = [
     ("size", "n x d x K", 16, 0),
+    ("seed", "seed", 4, 0),
     ("fraction", "change", 7, 4),
     ("method", "method", 22, 0),
     ("full_s", "full_s", 7, 1),
@@ -127,7 +128,7 @@ def _with_probs(res, P):
 
 
 def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.1, floor=False,
-        optimum=False, lbfgs=False, repeats=3, random_state=0):
+        optimum=False, lbfgs=False, repeats=3, random_state=0, seeds=None):
     import torch
 
     from label_audit.benchmarks.datasets import make_synthetic_features
@@ -136,15 +137,16 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
 
     rows = []
     torch.set_num_threads(threads)
+    seeds = [random_state] if seeds is None else list(seeds)
     with _common.limit_threads(threads) as blas:
-        for n, d, K in sizes:
+        for (n, d, K), random_state in ((size, seed) for size in sizes for seed in seeds):
             size = f"{n}x{d}x{K}"
             X, y, _ = make_synthetic_features(n=n, d=d, n_classes=K, n_superclasses=min(16, K),
                                               random_state=random_state)
             yn = uniform_noise(y, noise, K, random_state=random_state)
             t0 = time.perf_counter()
             result = score_label_issues(yn, X, random_state=random_state)
-            rows.append(dict(size=size, method="initial score", full_s=time.perf_counter() - t0))
+            rows.append(dict(size=size, seed=random_state, method="initial score", full_s=time.perf_counter() - t0))
             for frac in fractions:
                 rng = np.random.default_rng([random_state, int(round(frac * 1e6))])
                 new, changed, removed, keep = make_change(y, yn, frac, rng)
@@ -155,7 +157,7 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                 opt = None
                 if optimum:
                     opt = converged_probabilities(X[keep], new[keep], result.folds[keep], full.model_state)
-                base = dict(size=size, fraction=frac, full_s=t_full)
+                base = dict(size=size, seed=random_state, fraction=frac, full_s=t_full)
                 if floor:
                     t0 = time.perf_counter()
                     other = score_label_issues(new[keep], X[keep], folds=result.fold_assignments[:, keep],
@@ -218,12 +220,13 @@ def main(argv=None):
     parser.add_argument("--optimum", action="store_true", help="compare with the exact optimum (slow)")
     parser.add_argument("--lbfgs", action="store_true", help="also time the refit solvers 'auto' does not pick")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per update (median)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (data, noise, change and the scores' random_state)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = run(sizes=[parse_size(s) for s in args.sizes.split(",")],
                  fractions=[float(f) for f in args.fractions.split(",")], threads=args.threads,
                  noise=args.noise, floor=args.floor, optimum=args.optimum, lbfgs=args.lbfgs,
-                 repeats=args.repeats)
+                 repeats=args.repeats, seeds=[int(v) for v in args.seeds.split(",")])
     print(json.dumps(_common.json_safe(result), indent=1) if args.json else format_table(result))
     return 0
 
