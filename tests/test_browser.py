@@ -11,7 +11,7 @@ package ``playwright`` (the ``test`` extra); skipped otherwise. With
 """
 
 import os
-import shutil
+import re
 import signal
 import socket
 import subprocess
@@ -194,6 +194,15 @@ def _pick(page, dialog, current, option, index=-1):
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def _wait_until(page, condition, describe, timeout_s=SLOW / 1000):
+    """Polls ``condition()`` until true; fails with ``describe()`` after ``timeout_s``."""
+    deadline = time.time() + timeout_s
+    while not condition():
+        if time.time() > deadline:
+            pytest.fail("timed out; the page shows:\n%s" % describe())
+        page.wait_for_timeout(500)
+
+
 def _grid_labels(page, n):
     tags = page.locator("[data-cy='looker'] [data-cy='tag-ground_truth']")
     page.wait_for_function(
@@ -272,13 +281,28 @@ def test_review_workflow_in_the_app(app_dataset, app_url, page):
     rounds = la.cleaning_rounds(ds).rounds
     assert len(rounds) == 2 and rounds[-1]["reviewed"] == 1 and rounds[-1]["fixed"] == 1
 
-    # 5. The Label audit panel shows the rounds
+    # 5. The Label audit panel shows the rounds; with a second run on the dataset its
+    # "Audit run" dropdown switches between them
+    la.compute_label_quality(ds, "ground_truth", audit_key="second", progress=False, n_repeats=1)
     page.locator("[data-cy='new-panel-btn']").first.click()
     page.locator("[data-cy='new-panel-option-label_audit_panel']").click()
     page.get_by_text("auc_macro").first.wait_for(timeout=SLOW)
-    page.locator("[data-cy='panel-content-label_audit_panel'] .js-plotly-plot").or_(
-        page.locator(".js-plotly-plot")).first.wait_for(timeout=SLOW)
+    panel = page.locator("[data-cy='panel-content-label_audit_panel']")
+    panel.locator(".js-plotly-plot").or_(page.locator(".js-plotly-plot")).first.wait_for(timeout=SLOW)
+    round_1 = re.compile(r"^\s*1\s+1\s+1\s", re.M)  # round 1: 1 reviewed, 1 fixed
+    assert round_1.search(panel.inner_text()), panel.inner_text()
+    points = panel.locator(".js-plotly-plot .scatterlayer .point")
+    _wait_until(page, lambda: points.count() == 2, lambda: "%d AUC points" % points.count())
     _shot(page, "label_audit_panel.png")
+    _pick(page, panel, "audit", "second")
+    # the second run has no cleaning round yet
+    _wait_until(page, lambda: "No cleaning rounds yet" in panel.inner_text(), lambda: panel.inner_text())
+    assert not round_1.search(panel.inner_text()), panel.inner_text()
+    # ... and its plots drop the first run's points (the App merges panel data)
+    _wait_until(page, lambda: points.count() == 0, lambda: "%d AUC points" % points.count())
+    _pick(page, panel, "second", "audit")
+    _wait_until(page, lambda: round_1.search(panel.inner_text()), lambda: panel.inner_text())
+    _wait_until(page, lambda: points.count() == 2, lambda: "%d AUC points" % points.count())
     page.locator("[data-cy='panel-tab-label_audit_panel'] button[title='Close']").click()
 
     # 6. Visualize embeddings (PCA) on the whole dataset: the Embeddings panel opens

@@ -119,6 +119,11 @@ def default_panel_key(dataset):
     return keys[0]
 
 
+def _plot_name(plot, audit_key):
+    """The panel-data key of ``plot`` for ``audit_key``."""
+    return "%s_%s" % (plot, audit_key or "audit")
+
+
 class LabelAuditPanel(foo.Panel):
     @property
     def config(self):
@@ -134,9 +139,11 @@ class LabelAuditPanel(foo.Panel):
             key = default_panel_key(ctx.dataset)
             ctx.panel.set_state("audit_key", key)
         data = panel_data(ctx.dataset, audit_key=key)
-        ctx.panel.set_data("auc_plot", data["auc"])
-        ctx.panel.set_data("fixed_plot", data["fixed"])
-        ctx.panel.set_data("score_hist", data["histogram"])
+        # one set of plots per audit key: the App's plot keeps drawing its old points when its
+        # data is replaced by empty traces, so a run without rounds showed the previous run's
+        ctx.panel.set_data(_plot_name("auc_plot", key), data["auc"])
+        ctx.panel.set_data(_plot_name("fixed_plot", key), data["fixed"])
+        ctx.panel.set_data(_plot_name("score_hist", key), data["histogram"])
         ctx.panel.set_state("summary", data["summary"])
         ctx.panel.set_state("evaluation", data["evaluation"])
 
@@ -165,12 +172,13 @@ class LabelAuditPanel(foo.Panel):
                  name="summary_md")
         panel.btn("refresh", label="Refresh", on_click=self.on_refresh)
         panel.md("**Cross-validated AUC per round**", name="auc_caption")
-        panel.plot("auc_plot", layout=dict(xaxis=dict(title="round"), height=260))
+        key = ctx.panel.state.audit_key
+        panel.plot(_plot_name("auc_plot", key), layout=dict(xaxis=dict(title="round"), height=260))
         panel.md("**Reviewed and fixed per round**", name="fixed_caption")
-        panel.plot("fixed_plot", layout=dict(barmode="group", xaxis=dict(title="round"),
-                                             height=260))
+        panel.plot(_plot_name("fixed_plot", key),
+                   layout=dict(barmode="group", xaxis=dict(title="round"), height=260))
         panel.md("**label_issue_score histogram**", name="hist_caption")
-        panel.plot("score_hist", layout=dict(xaxis=dict(title="score"), height=260))
+        panel.plot(_plot_name("score_hist", key), layout=dict(xaxis=dict(title="score"), height=260))
         if ctx.panel.state.evaluation:
             panel.md("**Cleaning evaluation** (original vs. cleaned vs. suggested labels)\n\n"
                      + ctx.panel.state.evaluation, name="evaluation_md")
