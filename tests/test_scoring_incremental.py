@@ -388,6 +388,13 @@ def test_newton_update_on_pca_features(setup):
     # the fixed samples are no longer flagged
     pos = np.searchsorted(keep, ch)
     assert ri.is_label_issue[pos].mean() < 0.2
+    # the subsampled refit reads the PCA coordinates too (row norms, sampled Hessian)
+    rs = update_label_issues(r16, X, y2, changed=ch, removed=rem, solver="subsampled", hessian_rows=600,
+                             exact_rows=100)
+    info = rs.model_state["update_info"]["newton"]
+    assert 400 < info["hessian_rows"] < 800 and info["exact_rows"] > 80
+    dmax, rho, agree = _compare(rs, full)
+    assert dmax <= 0.05 and rho >= 0.99 and agree >= 0.99, (dmax, rho, agree)
 
 
 def test_removals_without_features_leave_the_models_alone(setup):

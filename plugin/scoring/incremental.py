@@ -123,7 +123,7 @@ _EXACT_REPAIR_BUDGET = 2e8
 
 def _refit_one_repeat(solver, X, labels, state, result, keep, touched, rem, *, converge, newton_steps,
                       newton_rtol, cg_max_iter, cg_correction_iter, cg_tol, hessian_rows, max_iter, device,
-                      random_state):
+                      random_state, exact_rows=1_024):
     """Refit the fold models of one repeat (``state`` from :func:`~.probabilities.repeat_states`):
     (probabilities of the kept rows, new model state with that repeat's kept 'folds', solver
     statistics or None)."""
@@ -142,7 +142,8 @@ def _refit_one_repeat(solver, X, labels, state, result, keep, touched, rem, *, c
         return newton_refit_fold_models(X, labels, state, converge=converge,
                                         newton_steps=3 if newton_steps is None else newton_steps, **common)
     return subsampled_newton_refit_fold_models(
-        X, labels, state, hessian_rows=hessian_rows, newton_steps=2 if newton_steps is None else newton_steps,
+        X, labels, state, hessian_rows=hessian_rows, exact_rows=exact_rows,
+        newton_steps=2 if newton_steps is None else newton_steps,
         hessian_probs=np.asarray(result.pred_probs)[keep], **common)
 
 
@@ -252,6 +253,7 @@ def update_label_issues(
     cg_tol: float = 0.01,
     knn_repair: str = "auto",
     hessian_rows: int = 8_192,
+    exact_rows: int = 1_024,
     cg_correction_iter: int = 3,
     device=None,
 ) -> LabelIssueResult:
@@ -297,6 +299,9 @@ def update_label_issues(
         with probability growing with the uncertainty of their previous out-of-fold
         prediction times their squared norm, estimate the untouched rows' Hessian
         (:func:`~.newton._hessian_sample`).
+    exact_rows : int, default 1024; ``solver='subsampled'``: the untouched rows of largest norm
+        whose loss is evaluated exactly at every step, like the relabelled rows (linearised,
+        rows far from the data moved by up to 0.74 in probability at 30k x 128 x 20).
     knn_repair : {'auto', 'exact', 'two_hop'}, default 'auto'; how rows that lost a neighbour
         to a removal find a new one: 'exact' searches all kept rows (cost: repaired rows x N x d),
         'two_hop' searches the neighbours of their neighbours (:func:`repair_knn_two_hop`);
@@ -386,6 +391,7 @@ def update_label_issues(
                 solver, X, labels, rep_state, result, keep, touched, rem, converge=converge,
                 newton_steps=newton_steps, newton_rtol=newton_rtol, cg_max_iter=cg_max_iter,
                 cg_correction_iter=cg_correction_iter, cg_tol=cg_tol, hessian_rows=hessian_rows,
+                exact_rows=exact_rows,
                 max_iter=max_iter, device=device, random_state=params.get("random_state", 0))
             if rep_info is not None:
                 info.setdefault("newton", rep_info)  # repeat 0's statistics
