@@ -123,7 +123,7 @@ _EXACT_REPAIR_BUDGET = 2e8
 
 def _refit_one_repeat(solver, X, labels, state, result, keep, touched, rem, *, converge, newton_steps,
                       newton_rtol, cg_max_iter, cg_correction_iter, cg_tol, hessian_rows, max_iter, device,
-                      random_state, exact_rows=1_024):
+                      random_state, exact_rows=1_024, sq_norms=None):
     """Refit the fold models of one repeat (``state`` from :func:`~.probabilities.repeat_states`):
     (probabilities of the kept rows, new model state with that repeat's kept 'folds', solver
     statistics or None)."""
@@ -142,7 +142,7 @@ def _refit_one_repeat(solver, X, labels, state, result, keep, touched, rem, *, c
         return newton_refit_fold_models(X, labels, state, converge=converge,
                                         newton_steps=3 if newton_steps is None else newton_steps, **common)
     return subsampled_newton_refit_fold_models(
-        X, labels, state, hessian_rows=hessian_rows, exact_rows=exact_rows,
+        X, labels, state, hessian_rows=hessian_rows, exact_rows=exact_rows, sq_norms=sq_norms,
         newton_steps=2 if newton_steps is None else newton_steps,
         hessian_probs=np.asarray(result.pred_probs)[keep], **common)
 
@@ -385,13 +385,18 @@ def update_label_issues(
         if rem.size and solver in ("newton", "subsampled"):  # removed rows whose features were given
             Xr = np.asarray(X[rem], np.float32)
             rem = rem[np.isfinite(Xr).all(axis=1) & (Xr != 0).any(axis=1)]
+        sq_norms = None
+        if solver == "subsampled":  # the repeats share the preprocessor: one pass for all
+            from .newton import _row_sq_norms
+
+            sq_norms = _row_sq_norms(state["preprocessor"], X)[keep]
         P_sum, refitted = None, []
         for rep_state in repeats:
             P_new, ms, rep_info = _refit_one_repeat(
                 solver, X, labels, rep_state, result, keep, touched, rem, converge=converge,
                 newton_steps=newton_steps, newton_rtol=newton_rtol, cg_max_iter=cg_max_iter,
                 cg_correction_iter=cg_correction_iter, cg_tol=cg_tol, hessian_rows=hessian_rows,
-                exact_rows=exact_rows,
+                exact_rows=exact_rows, sq_norms=sq_norms,
                 max_iter=max_iter, device=device, random_state=params.get("random_state", 0))
             if rep_info is not None:
                 info.setdefault("newton", rep_info)  # repeat 0's statistics
