@@ -356,6 +356,11 @@ def test_bad_solver_and_repair_names(setup):
         update_label_issues(r, X, yn, solver="sgd")
     with pytest.raises(ValueError, match="knn_repair"):
         update_label_issues(r, X, yn, knn_repair="approx")
+    for bad in (-1, 2.5, "many"):
+        with pytest.raises(ValueError, match="exact_rows must be a non-negative int"):
+            update_label_issues(r, X, yn, exact_rows=bad)
+    with pytest.raises(ValueError, match="hessian_rows"):
+        update_label_issues(r, X, yn, hessian_rows=-5)
 
 
 def test_incremental_benchmark_table():

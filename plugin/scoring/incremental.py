@@ -322,6 +322,9 @@ def update_label_issues(
         raise ValueError(f"solver must be one of {SOLVERS}; got {solver!r}.")
     if knn_repair not in KNN_REPAIRS:
         raise ValueError(f"knn_repair must be one of {KNN_REPAIRS}; got {knn_repair!r}.")
+    for name, value in (("hessian_rows", hessian_rows), ("exact_rows", exact_rows)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int (a number of rows); got {value!r}.")
     n = len(result)
     K = len(result.classes)
     removed_m = _as_mask(removed, n, "removed")
