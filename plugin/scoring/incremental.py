@@ -277,7 +277,10 @@ def update_label_issues(
         was computed from features without ``pred_probs``).  False keeps the old probabilities.
     solver : {'auto', 'newton', 'subsampled', 'lbfgs'}, default 'auto'; how to refit (see module
         docstring); 'auto' = 'newton' when N x d' x K x n_repeats <= NEWTON_MAX_SIZE (1e8), else 'subsampled'
-        (measured).
+        (measured).  A result whose model is the MLP (``params["model_used"] == "mlp"``, see
+        ``score_label_issues(model=...)``) ignores it: its fold MLPs are fitted again on the new
+        labels, on the same folds with the same seed, which is what a full recompute's MLP gives
+        (the MLP is only chosen up to N x d' = 20k x 256, where that takes seconds to a minute).
     max_iter : int, default 10; L-BFGS iterations per fold model (``solver='lbfgs'``).
     converge : bool, default False; ``solver='newton'`` target: False = the exact response of
         the previous models to the change (they keep the optimisation gap the previous fit
@@ -314,7 +317,7 @@ def update_label_issues(
     -------
     LabelIssueResult for the kept rows (``index`` maps them to the original input rows).
     ``params["update_solver"]`` says which path refitted the models ('newton', 'subsampled',
-    'lbfgs' or 'none'); ``model_state["update_info"]`` holds the solver statistics and the seconds of
+    'lbfgs', 'mlp' or 'none'); ``model_state["update_info"]`` holds the solver statistics and the seconds of
     each stage.
     """
     t_start = time.perf_counter()
@@ -376,7 +379,24 @@ def update_label_issues(
     new_state = dict(state)
     touched = relabelled | changed_m | removed_m
     used = "none"
-    if refit and "coef" in state and touched.any():
+    if refit and state.get("model") == "mlp" and touched.any():
+        # the MLP (score_label_issues(model=...) chose it) is fitted again on the new labels, on
+        # the same fold assignments with the same seed: what a full recompute's MLP gives.  The
+        # logistic fold models are not refitted (they are not used while the model is the MLP)
+        if X is None:
+            raise ValueError("features are required to refit the fold models.")
+        from .engine import fold_arrays, mlp_inputs
+        from .mlp import mlp_repeated_probabilities
+
+        Xkeep = X if keep.size == n else np.asarray(X)[keep]
+        P = mlp_repeated_probabilities(
+            mlp_inputs(Xkeep, state["preprocessor"]), new_labels, [f[keep] for f in fold_arrays(state)],
+            n_classes=K, random_state=params.get("random_state", 0))
+        if state.get("more_repeats"):
+            new_state["more_repeats"] = [dict(rep, folds=np.asarray(rep["folds"])[keep])
+                                         for rep in state["more_repeats"]]
+        used = "mlp"
+    elif refit and "coef" in state and touched.any():
         if X is None:
             raise ValueError("features are required to refit the fold models.")
         # every repeat of the out-of-fold fit has its own fold models: each is refitted the same
