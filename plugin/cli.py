@@ -64,6 +64,10 @@ def _score(argv):
                         help="fold assignments the out-of-fold probabilities are averaged over "
                              "(an int, or 'auto': 5 on small data down to 1 from 100k x 256 x 80)")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--model", choices=("auto", "logistic", "mlp"), default="auto",
+                        help="out-of-fold model: logistic regression, a one-hidden-layer MLP, or "
+                             "auto (the MLP where it predicts the given labels clearly better out "
+                             "of fold; only tried up to N x d' = 10k x 256)")
     parser.add_argument("--combine", choices=("max", "noisy_or"), default="max",
                         help="multi-task: how the per-task scores combine into one ranking")
     args = parser.parse_args(argv)
@@ -82,7 +86,7 @@ def _score(argv):
         results = label_audit.compute_label_quality(
             fo.load_dataset(args.dataset), fields[0] if len(fields) == 1 else fields,
             embeddings_field=args.embeddings_field, audit_key=args.audit_key,
-            n_folds=args.n_folds, n_repeats=args.n_repeats, k=args.k, **extra)
+            n_folds=args.n_folds, n_repeats=args.n_repeats, k=args.k, model=args.model, **extra)
     except ValueError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

@@ -109,6 +109,10 @@ class LabelQualityResults:
             "Sort by %r (descending) to review the most likely errors first."
             % self.fields["label_issue_score"],
         ]
+        losses = r.params.get("held_out_log_loss")
+        if losses:
+            lines.append("Model: %s (held-out log-loss on the given labels: logistic %.3f, mlp %.3f)"
+                         % (r.params.get("model_used"), losses["logistic"], losses["mlp"]))
         return "\n".join(lines)
 
     def __repr__(self):

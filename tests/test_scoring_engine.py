@@ -253,11 +253,11 @@ def test_auto_C_is_used_and_recorded(blobs_13k):
     from label_audit.scoring.probabilities import auto_C
 
     X, yn = blobs_13k
-    r = score_label_issues(yn, X, compute_importance=False)
+    r = score_label_issues(yn, X, compute_importance=False, model="logistic")  # C is the LR's
     assert r.params["C"] == "auto" and r.params["C_used"] == pytest.approx(auto_C(len(yn)))
     assert r.params["C_used"] < 0.1
     assert r.model_state["C"] == r.params["C_used"]
-    same = score_label_issues(yn, X, compute_importance=False, C=auto_C(len(yn)))
+    same = score_label_issues(yn, X, compute_importance=False, C=auto_C(len(yn)), model="logistic")
     np.testing.assert_array_equal(r.label_issue_score, same.label_issue_score)
     # removals: the refit uses the C a full recompute on the kept rows would use
     removed = np.zeros(len(yn), bool)

@@ -430,9 +430,9 @@ def synthetic_12k():
     X, y, _ = make_synthetic_features(n=12_000, d=32, n_classes=10, n_superclasses=3, random_state=0)
     X = X.astype(np.float32)
     yn = uniform_noise(y, 0.1, 10, random_state=0)
-    r = score_label_issues(yn, X)
+    r = score_label_issues(yn, X, model="logistic")  # the refits under test are the LR's
     y2, ch, rem, keep = make_change(y, yn, 0.01, np.random.default_rng(1))
-    full = score_label_issues(y2[keep], X[keep], folds=r.fold_assignments[:, keep])
+    full = score_label_issues(y2[keep], X[keep], folds=r.fold_assignments[:, keep], model="logistic")
     return X, r, y2, ch, rem, keep, full
 
 

@@ -15,7 +15,7 @@ from label_audit.scoring.mlp import (
 from label_audit.scoring.probabilities import assign_folds
 
 
-def _rings(n=1500, d=8, n_classes=3, noise=0.1, seed=0):
+def _rings(n=6000, d=8, n_classes=3, noise=0.1, seed=0):
     """Classes are concentric shells around the origin: no linear model separates them (every
     class has the same mean), a one-hidden-layer MLP does."""
     rng = np.random.default_rng(seed)
@@ -31,7 +31,7 @@ def _rings(n=1500, d=8, n_classes=3, noise=0.1, seed=0):
     return X, y, yn, err
 
 
-def _blobs(n=1500, d=16, n_classes=4, noise=0.1, seed=0):
+def _blobs(n=6000, d=16, n_classes=4, noise=0.1, seed=0):
     """Linearly separable Gaussian classes: the logistic regression is the right model."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=1.6, size=(n_classes, d))
@@ -86,10 +86,12 @@ def test_choose_model_needs_a_clear_paired_gain():
 
 
 def test_candidate_reasons():
-    y = np.repeat(np.arange(3), 50)
+    y = np.repeat(np.arange(3), 2000)
     assert mlp_candidate_reason(y, 3, 64, 5) is None
     assert "MLP_AUTO_MAX_WORK" in mlp_candidate_reason(y, 3, 64, 5, max_work=100)
-    assert mlp_candidate_reason(np.repeat(np.arange(3), 20_000), 3, 256, 5, max_work=MLP_AUTO_MAX_WORK)
+    assert "MLP_AUTO_MAX_WORK" in mlp_candidate_reason(np.repeat(np.arange(3), 20_000), 3, 256, 5)
+    assert "MLP_AUTO_MIN_ROWS" in mlp_candidate_reason(y[:1797], 3, 64, 5)
+    assert mlp_candidate_reason(y[:1797], 3, 64, 5, min_rows=0) is None
     y_small = np.concatenate([y, [3, 3]])
     assert "[3]" in mlp_candidate_reason(y_small, 4, 64, 5)
 
@@ -111,8 +113,8 @@ def test_out_of_fold_means_out_of_fold(rings):
 
 def test_auto_picks_the_mlp_where_the_classes_are_not_linear(rings):
     X, _, yn, err = rings
-    auto = score_label_issues(yn, X, random_state=0)
-    lin = score_label_issues(yn, X, random_state=0, model="logistic")
+    auto = score_label_issues(yn, X, random_state=0, n_repeats=1)
+    lin = score_label_issues(yn, X, random_state=0, n_repeats=1, model="logistic")
     assert auto.params["model_used"] == "mlp"
     ll = auto.params["held_out_log_loss"]
     assert ll["mlp"] < 0.7 * ll["logistic"] and auto.params["mlp_gain_z"] > 7
@@ -127,7 +129,7 @@ def test_auto_picks_the_mlp_where_the_classes_are_not_linear(rings):
 
 def test_auto_keeps_the_logistic_regression_on_linear_classes():
     X, _, yn, _ = _blobs()
-    r = score_label_issues(yn, X, random_state=0)
+    r = score_label_issues(yn, X, random_state=0, n_repeats=1)
     assert "mlp" in r.params["held_out_log_loss"]
     assert r.params["model_used"] == "logistic"
 
@@ -137,12 +139,12 @@ def test_auto_skips_the_mlp_when_a_class_is_small(rings):
     yn = yn.copy()
     yn[:3] = 3
     with pytest.warns(UserWarning):  # the engine's warning about a class smaller than the folds
-        r = score_label_issues(yn, X, random_state=0, classes=list("abcd"))
+        r = score_label_issues(yn, X, random_state=0, n_repeats=1, classes=list("abcd"))
     assert r.params["model_used"] == "logistic"
     assert "[3]" in r.params["mlp_skipped"]
     with pytest.raises(ValueError, match=r"model='mlp' cannot be fitted here: classes \[3\]"), \
             pytest.warns(UserWarning):
-        score_label_issues(yn, X, random_state=0, classes=list("abcd"), model="mlp")
+        score_label_issues(yn, X, random_state=0, n_repeats=1, classes=list("abcd"), model="mlp")
 
 
 def test_bad_model_arguments(rings):
@@ -157,7 +159,7 @@ def test_update_of_an_mlp_result_equals_the_full_recompute(rings):
     X, y, yn, err = rings
     r = score_label_issues(yn, X, random_state=0, n_repeats=2)
     assert r.params["model_used"] == "mlp"
-    fixed = np.flatnonzero(err)[:40]
+    fixed = np.flatnonzero(err)[:150]
     new = yn.copy()
     new[fixed] = y[fixed]
     u = update_label_issues(r, X, new)
@@ -168,7 +170,7 @@ def test_update_of_an_mlp_result_equals_the_full_recompute(rings):
     # the corrected rows now agree with their labels
     assert u.self_confidence[fixed].mean() > r.self_confidence[fixed].mean() + 0.1
     # removals: the kept rows, the repeats' fold arrays aligned with them
-    removed = np.flatnonzero(~err)[:25]
+    removed = np.flatnonzero(~err)[:100]
     u2 = update_label_issues(u, X, new, removed=removed)
     keep = np.setdiff1d(np.arange(len(yn)), removed)
     assert len(u2) == keep.size and u2.fold_assignments.shape == (2, keep.size)
@@ -177,3 +179,12 @@ def test_update_of_an_mlp_result_equals_the_full_recompute(rings):
     full2 = score_label_issues(new[keep], X[keep], random_state=0, model="mlp", folds=u2.fold_assignments)
     # the full recompute re-standardises the kept rows, so the MLPs start from other inputs
     assert np.corrcoef(u2.label_issue_score, full2.label_issue_score)[0, 1] > 0.9
+
+
+def test_small_data_keeps_the_logistic_regression_without_fitting_the_mlp(rings):
+    X, _, yn, _ = rings
+    r = score_label_issues(yn[:1500], X[:1500], random_state=0, n_repeats=1)
+    assert r.params["model_used"] == "logistic" and "MLP_AUTO_MIN_ROWS" in r.params["mlp_skipped"]
+    assert "held_out_log_loss" not in r.params
+    forced = score_label_issues(yn[:1500], X[:1500], random_state=0, n_repeats=1, model="mlp")
+    assert forced.params["model_used"] == "mlp" and "mlp" in forced.params["held_out_log_loss"]

@@ -60,6 +60,14 @@ class ComputeLabelQuality(DelegableOperator):
                    description="Fold assignments the out-of-fold probabilities are averaged over; "
                                "empty = auto (5 on small data, 1 from 100k x 256 x 80)")
         inputs.int("k", default=10, min=1, label="Neighbours (k)")
+        model = types.DropdownView()
+        model.add_choice("auto", label="Auto (logistic regression, or the MLP where it clearly "
+                                       "predicts the labels better out of fold)")
+        model.add_choice("logistic", label="Logistic regression")
+        model.add_choice("mlp", label="MLP, one hidden layer (local backend only)")
+        inputs.enum("model", model.values(), default="auto", required=False, label="Model",
+                    description="Out-of-fold model behind the probabilities; auto tries the MLP "
+                                "up to 10k x 256", view=model)
         backend_input(inputs, ctx)
         delegation_input(inputs, ctx, default=len(view) > 5000)
         return types.Property(inputs, view=types.View(label="Compute label quality"))
@@ -79,6 +87,7 @@ class ComputeLabelQuality(DelegableOperator):
             n_folds=int(params.get("n_folds") or 5),
             n_repeats=int(params["n_repeats"]) if params.get("n_repeats") else "auto",
             k=int(params.get("k") or 10),
+            model=params.get("model") or "auto",
             progress=False,
             progress_callback=lambda f, label: progress(f),
             **extra,

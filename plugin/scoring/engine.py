@@ -179,7 +179,7 @@ def _choose_model(model, X, labels, K, P, state, params, backend, random_state):
         n_folds = int(state["folds"].max()) + 1
         reason = "backend='ray'" if backend == "ray" else mlp_candidate_reason(labels, K, d_eff, n_folds)
         if model == "mlp" and reason is not None and backend != "ray":
-            reason = mlp_candidate_reason(labels, K, d_eff, n_folds, max_work=float("inf"))
+            reason = mlp_candidate_reason(labels, K, d_eff, n_folds, max_work=float("inf"), min_rows=0)
             if reason is not None:
                 raise ValueError(f"model='mlp' cannot be fitted here: {reason} (its early stopping holds "
                                  "out a stratified 10% of each fold); use model='logistic' or merge/drop "
@@ -330,7 +330,7 @@ def score_label_issues(
         hidden layer of 256 ReLU units, ``alpha=1e-2`` and early stopping, fitted on the same
         fold assignments as the logistic regression (``n_repeats`` of them, averaged) and on the
         same preprocessed features (:mod:`~.mlp`).  'auto': the
-        logistic regression, and also the MLP where it is cheap (N x d' <= 20k x 256, every class
+        logistic regression, and also the MLP where it is cheap and testable (5k <= N, N x d' <= 10k x 256, every class
         with >= 10 rows, backend 'local'); the MLP's probabilities are used when their held-out
         log-loss on the given labels is below the logistic regression's by more than 7 paired
         standard errors (:func:`~.mlp.choose_model`).  Measured (README): it picks the MLP on Fashion-MNIST

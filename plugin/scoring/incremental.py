@@ -280,7 +280,7 @@ def update_label_issues(
         (measured).  A result whose model is the MLP (``params["model_used"] == "mlp"``, see
         ``score_label_issues(model=...)``) ignores it: its fold MLPs are fitted again on the new
         labels, on the same folds with the same seed, which is what a full recompute's MLP gives
-        (the MLP is only chosen up to N x d' = 20k x 256, where that takes seconds to a minute).
+        (``model='auto'`` only fits the MLP up to N x d' = 10k x 256, where that takes 10 s to 2 min).
     max_iter : int, default 10; L-BFGS iterations per fold model (``solver='lbfgs'``).
     converge : bool, default False; ``solver='newton'`` target: False = the exact response of
         the previous models to the change (they keep the optimisation gap the previous fit
