@@ -43,6 +43,15 @@ def test_score_command_writes_fields(digits_embeddings):
         ds.reload()
         scores = np.array(ds.values("cli_label_issue_score"), dtype=float)
         assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
+        assert ds.get_run_info("cli").config.score_params["model_used"] == "logistic"  # 300 rows < 5k
+        out = _cli("score", "cli-score-test", "ground_truth", "--audit-key", "mlp", "--n-repeats", "1",
+                   "--model", "mlp")
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "Model: mlp (held-out log-loss on the given labels: logistic" in out.stdout
+        ds.reload()
+        assert ds.get_run_info("mlp").config.score_params["model_used"] == "mlp"
+        bad = _cli("score", "cli-score-test", "ground_truth", "--model", "svm")
+        assert bad.returncode == 2 and "--model" in bad.stderr
         bad = _cli("score", "cli-score-test", "embeddings")
         assert bad.returncode == 2 and "Classification field" in bad.stderr
         bad = _cli("score", "cli-score-test", "ground_truth", "--n-repeats", "many")
