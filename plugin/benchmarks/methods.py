@@ -138,16 +138,17 @@ def m_label_audit(ctx: Context) -> MethodOutput:
     params = getattr(res, "params", {})
     flags = getattr(res, "is_label_issue", None)
     sugg = getattr(res, "suggested_label", None)
-    choices = {"knn_weight": params.get("knn_weight_used"),
+    choices = {"model": params.get("model_used", "logistic"),
+               "knn_weight": params.get("knn_weight_used"),
                "margin_weight": params.get("margin_weight_used", 1.0),
                "flag_margin": params.get("flag_margin_used", 0.3)}
     return MethodOutput(
         scores=scores,
         flags=None if flags is None else np.asarray(flags, bool),
         suggested=None if sugg is None else np.asarray(sugg),
-        note="knn_weight=%s margin_weight=%.2f flag_margin=%.2f; score_label_issues(labels, "
+        note="model=%s knn_weight=%s margin_weight=%.2f flag_margin=%.2f; score_label_issues(labels, "
              "features=X, random_state=seed), defaults; sec includes its own model fitting" % (
-                 choices["knn_weight"], choices["margin_weight"], choices["flag_margin"]),
+                 choices["model"], choices["knn_weight"], choices["margin_weight"], choices["flag_margin"]),
         choices=choices,
     )
 

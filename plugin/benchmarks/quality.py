@@ -214,7 +214,7 @@ SUITE_COLUMNS = [
     ("auprc", "AUPRC", 6, 3), ("anchor_auprc", "anchor", 6, 3), ("auprc_margin", "diff", 6, 3),
     ("anchor_auprc_method", "best anchor (AUPRC)", 26, 0),
     ("flag_f1", "flagF1", 6, 3), ("anchor_f1", "anchor", 6, 3), ("f1_margin", "diff", 6, 3),
-    ("anchor_f1_method", "best anchor (flag F1)", 26, 0), ("weights", "label-audit weights used", 40, 0),
+    ("anchor_f1_method", "best anchor (flag F1)", 26, 0), ("weights", "label-audit choices", 54, 0),
 ]
 
 
