@@ -124,7 +124,7 @@ def test_quality_suite_summary_counts_against_the_best_anchor():
     assert r["benchmark"] == "digits pair" and r["n"] == 1797 and r["seed"] == 0
     assert r["anchor_auprc_method"] == "knn-disagreement"  # random never counts as an anchor
     assert r["auprc_margin"] == pytest.approx(r["auprc"] - r["anchor_auprc"])
-    assert r["weights"].startswith("knn_weight=")
+    assert r["weights"].startswith("model=logistic knn_weight=")  # digits: below the MLP's 5k rows
     text = quality.format_suite(rows)
     won = int(r["auprc_margin"] >= 0)
     assert ("AUPRC >= best anchor: %d/1" % won) in text and "digits pair" in text
