@@ -108,6 +108,7 @@ def test_compute_label_quality_operator(embedded_digits, delegated):
     params = dict(label_field="ground_truth", audit_key="op", delegate=delegated)
     if not delegated:
         params["n_repeats"] = 2  # the form's "Repeats"; empty = auto
+        params["model"] = "mlp"  # the form's "Model"; default auto
     result = foo.execute_operator(
         PLUGIN + "/compute_label_quality",
         ctx=dict(dataset=ds, params=params),
@@ -124,6 +125,8 @@ def test_compute_label_quality_operator(embedded_digits, delegated):
     assert "op" in ds.list_runs()
     # 300 rows: "auto" repeats 5 times
     assert ds.get_run_info("op").config.score_params["n_repeats_used"] == (5 if delegated else 2)
+    # and "auto" stays on the logistic regression below 5k rows
+    assert ds.get_run_info("op").config.score_params["model_used"] == ("logistic" if delegated else "mlp")
 
 
 def test_compute_label_quality_operator_refuses_missing_field(embedded_digits):
