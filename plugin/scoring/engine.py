@@ -156,18 +156,6 @@ def fold_arrays(state: dict) -> list:
     return [np.asarray(state["folds"])] + [np.asarray(r["folds"]) for r in state.get("more_repeats", ())]
 
 
-def mlp_inputs(X, prep: Preprocessor, projected=None) -> np.ndarray:
-    """The features the MLP sees: what the logistic regression sees (z-scored columns, or the
-    z-scored PCA components ``projected`` when d > max_dim), as a float32 (N, d') array."""
-    if projected is not None:
-        return projected
-    if not prep.folds_into_weights:
-        return prep.transform(X)
-    Z = np.asarray(X, np.float32) - prep.mean
-    Z /= prep.scale
-    return Z
-
-
 def _choose_model(model, X, labels, K, P, state, params, backend, random_state):
     """Fit the MLP where ``model`` asks for it and return the probabilities of the model used;
     records ``params["model_used"]``, ``params["held_out_log_loss"]``, ``params["mlp_skipped"]``
@@ -177,15 +165,18 @@ def _choose_model(model, X, labels, K, P, state, params, backend, random_state):
         prep = state["preprocessor"]
         d_eff = int(prep.scale.shape[0])
         n_folds = int(state["folds"].max()) + 1
-        reason = "backend='ray'" if backend == "ray" else mlp_candidate_reason(labels, K, d_eff, n_folds)
-        if model == "mlp" and reason is not None and backend != "ray":
+        if model == "mlp":  # asked for: only the class sizes can stop it (ray was refused earlier)
             reason = mlp_candidate_reason(labels, K, d_eff, n_folds, max_work=float("inf"), min_rows=0)
             if reason is not None:
                 raise ValueError(f"model='mlp' cannot be fitted here: {reason} (its early stopping holds "
                                  "out a stratified 10% of each fold); use model='logistic' or merge/drop "
                                  "the small classes.")
+        else:
+            reason = "backend='ray'" if backend == "ray" else mlp_candidate_reason(labels, K, d_eff, n_folds)
         if reason is None:
-            Pm = mlp_repeated_probabilities(mlp_inputs(X, prep, state.get("projected")), labels,
+            # the features the logistic regression saw: its z-scored PCA projection, else z-scored X
+            Z = state.get("projected")
+            Pm = mlp_repeated_probabilities(prep.transform(X) if Z is None else Z, labels,
                                             fold_arrays(state), n_classes=K, random_state=random_state)
             choice, stats = choose_model(labels, P, Pm)
             params["held_out_log_loss"] = {"logistic": stats["logistic"], "mlp": stats["mlp"]}

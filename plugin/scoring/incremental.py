@@ -385,16 +385,12 @@ def update_label_issues(
         # logistic fold models are not refitted (they are not used while the model is the MLP)
         if X is None:
             raise ValueError("features are required to refit the fold models.")
-        from .engine import fold_arrays, mlp_inputs
+        from .engine import fold_arrays
         from .mlp import mlp_repeated_probabilities
 
-        Xkeep = X if keep.size == n else np.asarray(X)[keep]
         P = mlp_repeated_probabilities(
-            mlp_inputs(Xkeep, state["preprocessor"]), new_labels, [f[keep] for f in fold_arrays(state)],
+            state["preprocessor"].transform_rows(X, keep), new_labels, [f[keep] for f in fold_arrays(state)],
             n_classes=K, random_state=params.get("random_state", 0))
-        if state.get("more_repeats"):
-            new_state["more_repeats"] = [dict(rep, folds=np.asarray(rep["folds"])[keep])
-                                         for rep in state["more_repeats"]]
         used = "mlp"
     elif refit and "coef" in state and touched.any():
         if X is None:
@@ -436,7 +432,8 @@ def update_label_issues(
         P = P_sum
     else:
         P = P[keep]
-        if state.get("more_repeats"):  # keep every repeat's fold array aligned with the rows
+    if used in ("none", "mlp") and state.get("more_repeats"):
+        # fold models not refitted: keep every repeat's fold array aligned with the rows
             new_state["more_repeats"] = [dict(rep, folds=np.asarray(rep["folds"])[keep])
                                          for rep in state["more_repeats"]]
     folds = None if result.folds is None else result.folds[keep]

@@ -92,10 +92,11 @@ def mlp_candidate_reason(labels: np.ndarray, n_classes: int, n_dims: int, n_fold
         return f"N = {n} is below MLP_AUTO_MIN_ROWS ({min_rows})"
     if float(n) * n_dims > max_work:
         return f"N x d' = {n} x {n_dims} is above MLP_AUTO_MAX_WORK ({max_work:.3g})"
+    need = max(MLP_MIN_CLASS_ROWS, 2 * n_folds)
     counts = np.bincount(labels, minlength=n_classes)
-    small = np.flatnonzero((counts > 0) & (counts < max(MLP_MIN_CLASS_ROWS, 2 * n_folds)))
+    small = np.flatnonzero((counts > 0) & (counts < need))
     if small.size:
-        return f"classes {small[:10].tolist()} have fewer than {max(MLP_MIN_CLASS_ROWS, 2 * n_folds)} rows"
+        return f"classes {small[:10].tolist()} have fewer than {need} rows"
     return None
 
 
