@@ -314,9 +314,11 @@ def test_noise_concentration_and_the_weights_it_picks():
     # margin weight: self-confidence-leaning for spread noise, the margin for concentrated noise
     assert choose_margin_weight(0.2) == 0.25 and choose_margin_weight(0.9) == 1.0
     assert 0.25 < choose_margin_weight(0.45) < 1.0
-    # flag margin: 0.3 for uniform- and pair-like noise, 0.2 in between
-    assert choose_flag_margin(0.2) == 0.3 and choose_flag_margin(1.0) == 0.3
-    assert choose_flag_margin(0.6) == 0.2
+    # flag margin: 0.3 for uniform-like noise, 0.35 for pair-like noise, 0 for instance-like
+    # noise (0.5-0.6) and rising in between
+    assert choose_flag_margin(0.2) == 0.3 and choose_flag_margin(1.0) == 0.35
+    assert choose_flag_margin(0.55) == 0.0
+    assert 0.0 < choose_flag_margin(0.65) < choose_flag_margin(0.75) < 0.3
 
 
 def test_label_issue_scores_margin_weight_endpoints():
