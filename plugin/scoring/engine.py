@@ -176,14 +176,16 @@ def _choose_model(model, X, labels, K, P, state, params, backend, random_state):
         if reason is None:
             # the features the logistic regression saw: its z-scored PCA projection, else z-scored X
             Z = state.get("projected")
-            Pm = mlp_repeated_probabilities(prep.transform(X) if Z is None else Z, labels,
-                                            fold_arrays(state), n_classes=K, random_state=random_state)
+            Pm, models = mlp_repeated_probabilities(prep.transform(X) if Z is None else Z, labels,
+                                                    fold_arrays(state), n_classes=K, random_state=random_state,
+                                                    return_models=True)
             choice, stats = choose_model(labels, P, Pm)
             params["held_out_log_loss"] = {"logistic": stats["logistic"], "mlp": stats["mlp"]}
             params["mlp_gain_z"] = stats["z"]
             used = "mlp" if model == "mlp" else choice
             if used == "mlp":
                 P = Pm
+                state["mlp_models"] = models  # what an incremental update continues training
         else:
             params["mlp_skipped"] = reason
     params["model_used"] = used
@@ -345,8 +347,9 @@ def score_label_issues(
         ``filter_by`` rule on the fused probabilities (ambiguous samples excluded) OR another class
         beating the given label by more than ``flag_margin`` in fused probability.  "auto" takes it
         from the noise concentration of the fused confident joint
-        (:func:`~.fusion.choose_flag_margin`: 0.3 for uniform-like and pair-like noise, 0.2 for
-        noise spread over a few nearby classes, where the confident joint undercounts errors).
+        (:func:`~.fusion.choose_flag_margin`: 0.3 for uniform-like noise, 0.3-0.35 for pair-like
+        noise, 0 for noise spread over a few nearby classes, where the confident joint undercounts
+        errors: there any label that another class beats is flagged).
         Tuned on the public benchmarks only (README).  Used value: ``params["flag_margin_used"]``.
     margin_weight : float in [0, 1] or "auto", default "auto".  ``lam`` of ``label_issue_score``:
         1 = normalized margin, 0 = self-confidence of the fused probabilities.  "auto"
