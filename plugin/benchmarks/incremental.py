@@ -2,6 +2,11 @@
 
     python bench/incremental.py [--sizes 30000x128x20,100000x256x80] [--fractions 0.01,0.001]
                                 [--seeds 0,1,2] [--threads 1] [--floor] [--optimum] [--json]
+    python bench/incremental.py --dataset fashion-mnist --sizes 10000 [--fractions 0.01,0.03,0.05]
+
+``--dataset fashion-mnist``: the 10k Fashion-MNIST subsample (PCA-50 pixels, K = 10) with
+``--noise`` instance-dependent noise, where ``model="auto"`` picks the MLP: the updates are then
+``mlp_update="finetune"`` (the default), ``mlp_update="refit"`` and ``refit=False``.
 
 For every size ``n x d x K`` and seed (synthetic pooled-CNN-like features, ``make_synthetic_features``,
 10% uniform label noise) the data are scored once (``score_label_issues``).  For every change
@@ -16,8 +21,10 @@ fraction f, ``round(f n)`` wrong labels are fixed and ``round(f n)`` other sampl
   ``"lbfgs"``: warm-started L-BFGS, 10 iterations per fold);
 
 and each update is compared with the anchor: max |delta label_issue_score|, Spearman rank
-correlation of ``label_issue_score``, fraction of rows whose ``is_label_issue`` agrees, and the
-kNN weight chosen by ``knn_weight="auto"`` (update / anchor).
+correlation of ``label_issue_score``, fraction of rows whose ``is_label_issue`` agrees, the
+kNN weight chosen by ``knn_weight="auto"`` (update / anchor), and the AUPRC of its
+``label_issue_score`` for the errors left after the change (the anchor's on the "full (anchor)"
+row).
 
 ``--floor`` adds a second full recompute with ``random_state=1`` (same folds; only the
 warm-start subsample and the approximate kNN index differ): how far the anchor is from
@@ -57,11 +64,16 @@ COLUMNS = [
     ("flags_agree", "flags", 6, 4),
     ("max_d_opt", "max|d| opt", 10, 3),
     ("knn_w", "kNN w", 9, 0),
+    ("auprc", "AUPRC", 6, 4),
 ]
 
 
-def parse_size(text):
-    n, d, k = (int(v) for v in text.lower().split("x"))
+def parse_size(text, dataset="synthetic"):
+    """``"n x d x K"`` -> (n, d, K); for fashion-mnist ``"n"`` (d and K come from the data)."""
+    parts = [int(v) for v in text.lower().split("x")]
+    if dataset == "fashion-mnist":
+        return parts[0], None, None
+    n, d, k = parts
     return n, d, k
 
 
@@ -127,12 +139,44 @@ def _with_probs(res, P):
                    res.neighbor_distances, res.leverage, res.folds, res.index, params, None)
 
 
-def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.1, floor=False,
-        optimum=False, lbfgs=False, repeats=3, random_state=0, seeds=None):
-    import torch
+def _data(dataset, n, d, K, noise, random_state):
+    """(X, clean labels, noisy labels, size text) of one benchmark case."""
+    if dataset == "fashion-mnist":
+        from label_audit.benchmarks.datasets import load_dataset
+        from label_audit.benchmarks.noise import instance_noise
 
+        X, y, _ = load_dataset("fashion-mnist", n=n, random_state=random_state)
+        yn = instance_noise(y, noise, X=X, random_state=random_state)
+        return X, y, yn, f"{X.shape[0]}x{X.shape[1]}x{int(y.max()) + 1}"
     from label_audit.benchmarks.datasets import make_synthetic_features
     from label_audit.benchmarks.noise import uniform_noise
+
+    X, y, _ = make_synthetic_features(n=n, d=d, n_classes=K, n_superclasses=min(16, K), random_state=random_state)
+    return X, y, uniform_noise(y, noise, K, random_state=random_state), f"{n}x{d}x{K}"
+
+
+def _methods(result, n, lbfgs, mlp_epochs=()):
+    """(name, update_label_issues kwargs) of the updates timed for ``result``."""
+    from label_audit.scoring.incremental import auto_refit_solver
+
+    if result.params.get("model_used") == "mlp":
+        return ([("refit=True (mlp finetune)", {})]
+                + [("mlp finetune, %d epochs" % e, dict(mlp_epochs=e)) for e in mlp_epochs]
+                + [("mlp_update=refit", dict(mlp_update="refit")), ("refit=False", dict(refit=False))])
+    auto = auto_refit_solver(n, result.model_state["coef"], result.params.get("n_repeats_used", 1))
+    methods = [("refit=True (auto: %s)" % auto, {}), ("refit=False", dict(refit=False))]
+    if lbfgs:  # the solvers "auto" did not pick
+        for other in ("newton", "subsampled", "lbfgs"):
+            if other != auto:
+                methods.append(("refit=True %s" % other, dict(solver=other)))
+    return methods
+
+
+def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.1, floor=False,
+        optimum=False, lbfgs=False, repeats=3, random_state=0, seeds=None, dataset="synthetic", mlp_epochs=()):
+    import torch
+
+    from label_audit.benchmarks.metrics import auprc
     from label_audit.scoring import score_label_issues, update_label_issues
 
     rows = []
@@ -140,10 +184,8 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
     seeds = [random_state] if seeds is None else list(seeds)
     with _common.limit_threads(threads) as blas:
         for (n, d, K), random_state in ((size, seed) for size in sizes for seed in seeds):
-            size = f"{n}x{d}x{K}"
-            X, y, _ = make_synthetic_features(n=n, d=d, n_classes=K, n_superclasses=min(16, K),
-                                              random_state=random_state)
-            yn = uniform_noise(y, noise, K, random_state=random_state)
+            X, y, yn, size = _data(dataset, n, d, K, noise, random_state)
+            n = X.shape[0]
             t0 = time.perf_counter()
             result = score_label_issues(yn, X, random_state=random_state)
             rows.append(dict(size=size, seed=random_state, method="initial score", full_s=time.perf_counter() - t0))
@@ -154,6 +196,9 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                 full = score_label_issues(new[keep], X[keep], folds=result.fold_assignments[:, keep],
                                           random_state=random_state)
                 t_full = time.perf_counter() - t0
+                left = new[keep] != y[keep]  # the errors left after the change
+                rows.append(dict(size=size, seed=random_state, fraction=frac, method="full (anchor)", full_s=t_full,
+                                 auprc=auprc(left, full.label_issue_score)))
                 opt = None
                 if optimum:
                     opt = converged_probabilities(X[keep], new[keep], result.folds[keep], full.model_state)
@@ -165,20 +210,12 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                     t = time.perf_counter() - t0
                     dmax, rho, agree = compare(other, full)
                     row = dict(base, method="full, random_state+1", update_s=t, speedup=t_full / t,
-                               max_d=dmax, spearman=rho, flags_agree=agree,
+                               max_d=dmax, spearman=rho, flags_agree=agree, auprc=auprc(left, other.label_issue_score),
                                knn_w="%.3f/%.3f" % (other.params["knn_weight_used"], full.params["knn_weight_used"]))
                     if opt is not None:
                         row["max_d_opt"] = compare(other, _with_probs(other, opt))[0]
                     rows.append(row)
-                from label_audit.scoring.incremental import auto_refit_solver
-
-                auto = auto_refit_solver(n, result.model_state["coef"], result.params.get("n_repeats_used", 1))
-                methods = [("refit=True (auto: %s)" % auto, {}), ("refit=False", dict(refit=False))]
-                if lbfgs:  # the solvers "auto" did not pick
-                    for other in ("newton", "subsampled", "lbfgs"):
-                        if other != auto:
-                            methods.append(("refit=True %s" % other, dict(solver=other)))
-                for name, kw in methods:
+                for name, kw in _methods(result, n, lbfgs, mlp_epochs):
                     times = []
                     for _ in range(max(1, repeats)):
                         t0 = time.perf_counter()
@@ -187,7 +224,7 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                     t = float(np.median(times))
                     dmax, rho, agree = compare(upd, full)
                     row = dict(base, method=name, update_s=t, speedup=t_full / t, max_d=dmax, spearman=rho,
-                               flags_agree=agree,
+                               flags_agree=agree, auprc=auprc(left, upd.label_issue_score),
                                knn_w="%.3f/%.3f" % (upd.params["knn_weight_used"], full.params["knn_weight_used"]),
                                stages={k: round(v, 3) for k, v in upd.model_state["update_info"]["seconds"].items()})
                     nw = upd.model_state["update_info"].get("newton")
@@ -199,20 +236,24 @@ def run(sizes=((30_000, 128, 20),), fractions=(0.01, 0.001), threads=1, noise=0.
                 if opt is not None:
                     rows.append(dict(base, method="full (anchor)", max_d_opt=compare(full, _with_probs(full, opt))[0]))
     return dict(rows=rows, threads=threads, blas_threads=blas, cores=_common.n_cores(), noise=noise,
-                repeats=repeats)
+                repeats=repeats, dataset=dataset)
 
 
 def format_table(result):
-    head = ("Incremental update vs full recompute (synthetic, %d%% uniform noise; torch/BLAS threads %s, "
-            "%d cores; update_s = median of %d runs)" % (round(100 * result["noise"]), result["threads"],
-                                                         result["cores"], result["repeats"]))
+    kind = "instance" if result.get("dataset") == "fashion-mnist" else "uniform"
+    head = ("Incremental update vs full recompute (%s, %d%% %s noise; torch/BLAS threads %s, "
+            "%d cores; update_s = median of %d runs; AUPRC: the errors left after the change)"
+            % (result.get("dataset", "synthetic"), round(100 * result["noise"]), kind, result["threads"],
+               result["cores"], result["repeats"]))
     return head + "\n" + _common.table(result["rows"], COLUMNS)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="bench/incremental.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="30000x128x20", help="comma-separated n x d x K")
+    parser.add_argument("--dataset", choices=("synthetic", "fashion-mnist"), default="synthetic")
+    parser.add_argument("--sizes", default="30000x128x20",
+                        help="comma-separated n x d x K (fashion-mnist: n, e.g. 10000)")
     parser.add_argument("--fractions", default="0.01,0.001", help="comma-separated change fractions")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--noise", type=float, default=0.1)
@@ -220,13 +261,16 @@ def main(argv=None):
     parser.add_argument("--optimum", action="store_true", help="compare with the exact optimum (slow)")
     parser.add_argument("--lbfgs", action="store_true", help="also time the refit solvers 'auto' does not pick")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per update (median)")
+    parser.add_argument("--mlp-epochs", default="",
+                        help="MLP results: also time mlp_update='finetune' with these mlp_epochs (comma-separated)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (data, noise, change and the scores' random_state)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = run(sizes=[parse_size(s) for s in args.sizes.split(",")],
+    result = run(sizes=[parse_size(s, args.dataset) for s in args.sizes.split(",")], dataset=args.dataset,
                  fractions=[float(f) for f in args.fractions.split(",")], threads=args.threads,
                  noise=args.noise, floor=args.floor, optimum=args.optimum, lbfgs=args.lbfgs,
-                 repeats=args.repeats, seeds=[int(v) for v in args.seeds.split(",")])
+                 repeats=args.repeats, seeds=[int(v) for v in args.seeds.split(",")],
+                 mlp_epochs=[int(v) for v in args.mlp_epochs.split(",") if v])
     print(json.dumps(_common.json_safe(result), indent=1) if args.json else format_table(result))
     return 0
 
