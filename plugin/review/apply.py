@@ -417,7 +417,9 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
             :func:`find_confused_classes` answer)
         record_round (True): measure the K-fold AUC and record a round
         refit (True): for "incremental": warm-start refit of the fold models
-            (False: keep the old model probabilities, only neighbour votes,
+            (Newton for the logistic regression; 3 more epochs for the fold
+            MLPs of a run that used the MLP; False: keep the old model
+            probabilities, only neighbour votes,
             leverage and fusion are updated: several times faster, less exact)
         progress_callback (None): called with ``(fraction, label)``
 
