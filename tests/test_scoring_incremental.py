@@ -369,8 +369,10 @@ def test_incremental_benchmark_table():
     out = run(sizes=[(1500, 16, 4)], fractions=[0.02], floor=True, seeds=(0, 1))
     assert sorted({r["seed"] for r in out["rows"]}) == [0, 1]
     rows = {r["method"]: r for r in out["rows"] if "fraction" in r and r["seed"] == 1}
-    assert set(rows) == {"full, random_state+1", "refit=True (auto: newton)", "refit=False"}
+    assert set(rows) == {"full (anchor)", "full, random_state+1", "refit=True (auto: newton)", "refit=False"}
     newton = rows["refit=True (auto: newton)"]
+    # AUPRC for the errors left after the change, for the anchor and each update
+    assert all(0 < rows[m]["auprc"] <= 1 for m in rows)
     assert newton["update_s"] > 0 and newton["speedup"] == pytest.approx(newton["full_s"] / newton["update_s"])
     assert 0 <= newton["max_d"] <= 1 and -1 <= newton["spearman"] <= 1 and 0 <= newton["flags_agree"] <= 1
     # the refit moves the scores towards the full recompute
