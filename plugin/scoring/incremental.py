@@ -292,7 +292,7 @@ def update_label_issues(
     mlp_update : {'finetune', 'refit'}, default 'finetune'; results whose model is the MLP:
         'finetune' continues training each fitted fold MLP on the new labels for ``mlp_epochs``
         epochs (:func:`~label_audit.scoring.mlp.finetune_fold_mlps`; measured in the README:
-        about a tenth of a full recompute's time, its ranking closer to the full recompute than a
+        17-24x faster than a full recompute on Fashion-MNIST 10k, its ranking closer to it than a
         full recompute with another seed is); 'refit' fits them again from scratch on the same
         folds with the same seed, which is what a full recompute's MLP gives (at the cost of one:
         ``model='auto'`` fits the MLP up to N x d' = 10k x 256, where that takes 10 s to 2 min).
