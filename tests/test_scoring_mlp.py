@@ -6,7 +6,6 @@ from sklearn.metrics import average_precision_score, log_loss
 
 from label_audit.scoring import score_label_issues, update_label_issues
 from label_audit.scoring.mlp import (
-    MLP_AUTO_MAX_WORK,
     choose_model,
     held_out_log_loss,
     mlp_candidate_reason,
