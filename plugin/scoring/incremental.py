@@ -94,7 +94,7 @@ import numpy as np
 
 from .engine import LabelIssueResult, _finish
 from .importance import class_conditional_leverage
-from .mlp import MLP_UPDATE_EPOCHS
+from .mlp import MLP_UPDATE_EPOCHS, check_epochs
 from .probabilities import refit_fold_models, repeat_states, validate_features, validate_labels
 
 __all__ = ["update_label_issues"]
@@ -343,8 +343,7 @@ def update_label_issues(
         raise ValueError(f"knn_repair must be one of {KNN_REPAIRS}; got {knn_repair!r}.")
     if mlp_update not in MLP_UPDATES:
         raise ValueError(f"mlp_update must be one of {MLP_UPDATES}; got {mlp_update!r}.")
-    if isinstance(mlp_epochs, bool) or not isinstance(mlp_epochs, (int, np.integer)) or mlp_epochs < 1:
-        raise ValueError(f"mlp_epochs must be an int >= 1 (epochs per fold MLP); got {mlp_epochs!r}.")
+    check_epochs(mlp_epochs, "mlp_epochs")  # before any work
     for name, value in (("hessian_rows", hessian_rows), ("exact_rows", exact_rows)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name} must be a non-negative int (a number of rows); got {value!r}.")
@@ -462,8 +461,8 @@ def update_label_issues(
         P = P[keep]
     if used in ("none", "mlp", "mlp_finetune") and state.get("more_repeats"):
         # fold models not refitted: keep every repeat's fold array aligned with the rows
-            new_state["more_repeats"] = [dict(rep, folds=np.asarray(rep["folds"])[keep])
-                                         for rep in state["more_repeats"]]
+        new_state["more_repeats"] = [dict(rep, folds=np.asarray(rep["folds"])[keep])
+                                     for rep in state["more_repeats"]]
     folds = None if result.folds is None else result.folds[keep]
     if "folds" in new_state and folds is not None:
         new_state["folds"] = folds  # keep the state's fold array aligned with the rows

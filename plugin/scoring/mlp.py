@@ -25,7 +25,7 @@ import numpy as np
 __all__ = [
     "MLP_HIDDEN", "MLP_ALPHA", "MLP_MIN_Z", "MLP_AUTO_MAX_WORK", "MLP_AUTO_MIN_ROWS", "held_out_log_loss", "per_sample_log_loss",
     "mlp_candidate_reason", "mlp_out_of_fold_probabilities", "mlp_repeated_probabilities", "choose_model",
-    "finetune_fold_mlps", "MLP_UPDATE_EPOCHS",
+    "finetune_fold_mlps", "check_epochs", "MLP_UPDATE_EPOCHS",
 ]
 
 #: hidden units of the one hidden layer
@@ -181,6 +181,12 @@ def mlp_repeated_probabilities(Z: np.ndarray, labels: np.ndarray, fold_assignmen
     return (P, models) if return_models else P
 
 
+def check_epochs(epochs, name: str = "epochs") -> None:
+    """ValueError unless ``epochs`` is an int >= 1 (the fine-tune's passes per fold MLP)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"{name} must be an int >= 1 (epochs per fold MLP); got {epochs!r}.")
+
+
 def finetune_fold_mlps(models: Sequence[Sequence], Z: np.ndarray, labels: np.ndarray,
                        fold_assignments: Sequence[np.ndarray], *, n_classes: int,
                        epochs: int = MLP_UPDATE_EPOCHS, random_state=0):
@@ -214,8 +220,7 @@ def finetune_fold_mlps(models: Sequence[Sequence], Z: np.ndarray, labels: np.nda
     """
     import copy
 
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1; got {epochs!r}.")
+    check_epochs(epochs)
     labels = np.asarray(labels, np.int64)
     P = np.zeros((labels.shape[0], n_classes), np.float32)
     out, tune, jobs = [], [], []
@@ -261,6 +266,7 @@ def _train_batched(models, jobs, Z, labels, n_classes, epochs, random_state):
     closed = torch.full((M, K), -1e4, dtype=dtype)  # classes a model has no output for
     opt = [torch.zeros_like(t) for t in (W1, W2, b1, b2) for _ in range(2)]  # m, v of each
     mW1, vW1, mW2, vW2, mb1, vb1, mb2, vb2 = opt
+    out_cols = []  # the columns of W2 / b2 that are each model's output units
     for i, m in enumerate(models):
         cls = torch.from_numpy(np.asarray(m.classes_, np.int64))
         closed[i, cls] = 0.0
@@ -269,6 +275,7 @@ def _train_batched(models, jobs, Z, labels, n_classes, epochs, random_state):
         mb1[i], vb1[i] = torch.from_numpy(o.ms[2]), torch.from_numpy(o.vs[2])
         # binary models have one logistic output = the logit of classes_[1] against classes_[0]
         cols = cls[1:] if m.out_activation_ == "logistic" else cls
+        out_cols.append(cols)
         W2[i][:, cols] = torch.from_numpy(np.asarray(m.coefs_[1]))
         b2[i, cols] = torch.from_numpy(np.asarray(m.intercepts_[1]))
         mW2[i][:, cols], vW2[i][:, cols] = torch.from_numpy(o.ms[1]), torch.from_numpy(o.vs[1])
@@ -323,9 +330,7 @@ def _train_batched(models, jobs, Z, labels, n_classes, epochs, random_state):
                     p -= lr.view(shape) * mo / (torch.sqrt(ve) + eps)
     out = []
     with torch.no_grad():
-        for i, (m, (train, test)) in enumerate(zip(models, jobs)):
-            cls = np.asarray(m.classes_, np.int64)
-            cols = cls[1:] if m.out_activation_ == "logistic" else cls
+        for i, (m, (train, test), cols) in enumerate(zip(models, jobs, out_cols)):
             m.coefs_ = [W1[i].numpy().copy(), W2[i][:, cols].numpy().copy()]
             m.intercepts_ = [b1[i].numpy().copy(), b2[i, cols].numpy().copy()]
             o = m._optimizer
