@@ -381,6 +381,15 @@ def test_incremental_benchmark_table():
     assert "refit=True (auto: newton)" in text and "1500x16x4" in text
 
 
+def test_incremental_bench_rejects_bad_lists(capsys):
+    from label_audit.benchmarks.incremental import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--mlp-epochs", "abc"])
+    assert e.value.code == 2
+    assert "--mlp-epochs: expected comma-separated integers, got 'abc'" in capsys.readouterr().err
+
+
 def test_newton_update_on_pca_features(setup):
     """d > max_dim: the models live on PCA coordinates (not an affine map of the input)."""
     X, y, yn, err, r, _ = setup

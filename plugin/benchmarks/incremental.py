@@ -248,29 +248,40 @@ def format_table(result):
     return head + "\n" + _common.table(result["rows"], COLUMNS)
 
 
+def _list_of(kind, what):
+    """An argparse ``type`` for a comma-separated list of ``kind`` values (a clear usage error,
+    not a traceback, on a bad entry)."""
+    def parse(text):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected comma-separated %s, got %r" % (what, text))
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="bench/incremental.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("synthetic", "fashion-mnist"), default="synthetic")
     parser.add_argument("--sizes", default="30000x128x20",
                         help="comma-separated n x d x K (fashion-mnist: n, e.g. 10000)")
-    parser.add_argument("--fractions", default="0.01,0.001", help="comma-separated change fractions")
+    parser.add_argument("--fractions", default="0.01,0.001", type=_list_of(float, "numbers"), help="comma-separated change fractions")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--floor", action="store_true", help="add a second full recompute (random_state + 1)")
     parser.add_argument("--optimum", action="store_true", help="compare with the exact optimum (slow)")
     parser.add_argument("--lbfgs", action="store_true", help="also time the refit solvers 'auto' does not pick")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per update (median)")
-    parser.add_argument("--mlp-epochs", default="",
+    parser.add_argument("--mlp-epochs", default="", type=_list_of(int, "integers"),
                         help="MLP results: also time mlp_update='finetune' with these mlp_epochs (comma-separated)")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (data, noise, change and the scores' random_state)")
+    parser.add_argument("--seeds", default="0", type=_list_of(int, "integers"), help="comma-separated seeds (data, noise, change and the scores' random_state)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = run(sizes=[parse_size(s, args.dataset) for s in args.sizes.split(",")], dataset=args.dataset,
-                 fractions=[float(f) for f in args.fractions.split(",")], threads=args.threads,
+                 fractions=args.fractions, threads=args.threads,
                  noise=args.noise, floor=args.floor, optimum=args.optimum, lbfgs=args.lbfgs,
-                 repeats=args.repeats, seeds=[int(v) for v in args.seeds.split(",")],
-                 mlp_epochs=[int(v) for v in args.mlp_epochs.split(",") if v])
+                 repeats=args.repeats, seeds=args.seeds,
+                 mlp_epochs=args.mlp_epochs)
     print(json.dumps(_common.json_safe(result), indent=1) if args.json else format_table(result))
     return 0
 
