@@ -196,6 +196,18 @@ def test_update_of_an_mlp_result_finetunes_its_fold_mlps(rings, rings_update):
     keep = np.setdiff1d(np.arange(len(yn)), removed)
     assert u2.params["update_solver"] == "mlp_finetune" and len(u2) == keep.size
     np.testing.assert_array_equal(u2.fold_assignments, r.fold_assignments[:, keep])
+    # the fine-tune's mini-batch order follows the run's random_state, like the refit's
+    from dataclasses import replace
+
+    from label_audit.scoring.mlp import finetune_fold_mlps
+
+    r5 = replace(r, params=dict(r.params, random_state=5))
+    u5 = update_label_issues(r5, X, new)
+    Z = r.model_state["preprocessor"].transform_rows(X, np.arange(len(yn)))
+    P5, _ = finetune_fold_mlps(r.model_state["mlp_models"], Z, new, list(r.fold_assignments), n_classes=len(r.classes),
+                               random_state=5)
+    np.testing.assert_allclose(u5.pred_probs, P5, atol=1e-6)
+    assert np.abs(u5.pred_probs - u.pred_probs).max() > 1e-3
     with pytest.raises(ValueError, match="mlp_update"):
         update_label_issues(r, X, new, mlp_update="retrain")
     with pytest.raises(ValueError, match="mlp_epochs"):

@@ -412,7 +412,7 @@ def update_label_issues(
         kept_folds = [f[keep] for f in fold_arrays(state)]
         if mlp_update == "finetune" and state.get("mlp_models"):
             P, models = finetune_fold_mlps(state["mlp_models"], Z, new_labels, kept_folds, n_classes=K,
-                                           epochs=mlp_epochs)
+                                           epochs=mlp_epochs, random_state=params.get("random_state", 0))
             used = "mlp_finetune"
         else:
             P, models = mlp_repeated_probabilities(Z, new_labels, kept_folds, n_classes=K,

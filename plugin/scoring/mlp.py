@@ -207,7 +207,8 @@ def finetune_fold_mlps(models: Sequence[Sequence], Z: np.ndarray, labels: np.nda
         ``alpha / (2 batch)`` squared weights; one step equals ``partial_fit``'s, tested), run
         for all fold models at once in torch (batched matrix products) instead of one model at a
         time.  A full fit takes 14-60 epochs with early stopping.
-    random_state : seeds the mini-batch order.
+    random_state : seeds the mini-batch order (:func:`~.incremental.update_label_issues` passes the
+        run's ``random_state``, as its ``mlp_update="refit"`` does).
 
     Returns
     -------
