@@ -390,17 +390,20 @@ def compute_multitask_label_quality(samples, label_fields, embeddings_field="emb
     Returns:
         a :class:`MultiTaskQualityResults`
     """
+    from .progress import ProgressReporter
+
+    with ProgressReporter(progress, progress_callback, desc="Label quality") as report:
+        return _compute_multitask(samples, label_fields, embeddings_field, audit_key, classes, n_folds, k,
+                                  random_state, combine, report, score_kwargs)
+
+
+def _compute_multitask(samples, label_fields, embeddings_field, audit_key, classes, n_folds, k,
+                       random_state, combine, report, score_kwargs):
     from .quality import (_record_run, _resolve_classes, _result_columns, _stack, _valid_rows,
                           field_names)
     from .runs import save_run
     from .scoring import score_label_issues
     from .writes import write_rows
-
-    def report(fraction, label):
-        if progress:
-            logger.info("%s (%.0f%%)", label, 100 * fraction)
-        if progress_callback is not None:
-            progress_callback(fraction, label)
 
     fields = validate_label_fields(samples, label_fields)
     if combine not in COMBINE:
@@ -449,12 +452,17 @@ def compute_multitask_label_quality(samples, label_fields, embeddings_field="emb
 
     scored = []
     for t, (f, labs, keep, skipped, dim, cls) in enumerate(prepared):
-        report(0.05 + 0.8 * t / len(fields), "Scoring task %r (%d samples)" % (f, len(keep)))
+        lo, hi = 0.05 + 0.8 * t / len(fields), 0.05 + 0.8 * (t + 1) / len(fields)
+        report(lo, "Scoring task %r (%d samples)" % (f, len(keep)))
         index = {c: i for i, c in enumerate(cls)}
         y = np.array([index[labs[r]] for r in keep], dtype=np.int64)
         X = X_all[[pos[r] for r in keep]]
+        task_report = report.within(lo, hi)
         result = score_label_issues(y, features=X, classes=cls, n_folds=n_folds, k=k,
-                                    random_state=random_state, **score_kwargs)
+                                    random_state=random_state,
+                                    progress_callback=lambda fr, label, f=f: task_report(
+                                        fr, "task %r: %s" % (f, label)),
+                                    **score_kwargs)
         scored.append((f, labs, keep, skipped, cls, y, result))
     del X_all
 

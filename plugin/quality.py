@@ -293,8 +293,10 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
             ``{field: classes}``)
         n_folds (5), k (10), random_state (0): see
             :func:`label_audit.scoring.score_label_issues`
-        progress (True): log progress
-        progress_callback (None): called with ``(fraction, label)``
+        progress (True): show a progress bar (tqdm; the current stage, e.g. "Fitting
+            fold models (repeat 2 of 5)", as its description)
+        progress_callback (None): called with ``(fraction, label)``, fraction in
+            [0, 1], through every stage of the scoring too
         **score_kwargs: more arguments for ``score_label_issues``
 
     Rows with a missing label or embedding are not scored (their fields are
@@ -308,9 +310,7 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
         a :class:`LabelQualityResults` (a ``MultiTaskQualityResults`` for a
         list of fields)
     """
-    from .multitask import compute_multitask_label_quality, refuse_group_key
-    from .scoring import score_label_issues
-    from .writes import write_rows
+    from .multitask import compute_multitask_label_quality
 
     if not isinstance(label_field, str):
         return compute_multitask_label_quality(
@@ -318,11 +318,18 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
             classes=classes, n_folds=n_folds, k=k, random_state=random_state,
             progress=progress, progress_callback=progress_callback, **score_kwargs)
 
-    def report(fraction, label):
-        if progress:
-            logger.info("%s (%.0f%%)", label, 100 * fraction)
-        if progress_callback is not None:
-            progress_callback(fraction, label)
+    from .progress import ProgressReporter
+
+    with ProgressReporter(progress, progress_callback, desc="Label quality") as report:
+        return _compute_label_quality(samples, label_field, embeddings_field, audit_key, classes, n_folds,
+                                      k, random_state, report, score_kwargs)
+
+
+def _compute_label_quality(samples, label_field, embeddings_field, audit_key, classes, n_folds, k,
+                           random_state, report, score_kwargs):
+    from .multitask import refuse_group_key
+    from .scoring import score_label_issues
+    from .writes import write_rows
 
     if len(samples) == 0:
         raise ValueError("The view is empty: there is nothing to score")
@@ -354,7 +361,8 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
 
     report(0.1, "Scoring %d %s" % (len(keep), "objects" if patches else "samples"))
     result = score_label_issues(y, features=X, classes=classes, n_folds=n_folds, k=k,
-                                random_state=random_state, **score_kwargs)
+                                random_state=random_state, progress_callback=report.within(0.1, 0.8),
+                                **score_kwargs)
 
     report(0.8, "Writing scores")
     names = field_names(audit_key)

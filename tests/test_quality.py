@@ -93,6 +93,25 @@ def test_patches_scored_per_object(tmp_path, digits_dir, dataset):
 # --- bad input ---------------------------------------------------------------
 
 
+def test_progress_bar_and_callback_follow_the_scoring_stages(noisy_digits, capsys):
+    """progress=True draws a tqdm bar named after the stage; the callback sees the scoring's own
+    stages (fold models, neighbours, ...) inside its 10-80% share, in order, and ends at 1."""
+    ds, *_ = noisy_digits
+    seen = []
+    la.compute_label_quality(ds, "ground_truth", n_repeats=2, progress=True,
+                             progress_callback=lambda f, label: seen.append((f, label)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and seen[-1][1] == "Done"
+    labels = [label for _, label in seen]
+    folds = [f for f, label in seen if label.startswith("Fitting fold models (repeat")]
+    assert len(folds) == 10 and 0.1 < folds[0] and folds[-1] <= 0.8  # 2 repeats x 5 folds
+    assert "Fitting fold models (repeat 2 of 2)" in labels
+    assert labels.index("Finding 10 neighbours per sample") < labels.index("Writing scores")
+    err = capsys.readouterr().err
+    assert "Label quality: Writing scores" in err or "Label quality: Done" in err
+    assert "100%" in err
+
+
 def test_missing_labels_are_skipped_and_reported(noisy_digits):
     ds, *_ = noisy_digits
     missing = ds.limit(5)

@@ -288,3 +288,22 @@ def test_auto_C_is_used_and_recorded(blobs_13k):
     assert up.params["C_used"] == pytest.approx(auto_C(len(yn) - 500))
     assert up.params["C_used"] > r.params["C_used"]
     assert up.model_state["C"] == pytest.approx(up.params["C_used"])
+
+
+def test_progress_callback_reports_each_stage_in_order():
+    """score_label_issues(progress_callback=...): fractions in [0, 1], non-decreasing, ending at 1;
+    one report per fold model (and per fold MLP), then the neighbour and fusion stages."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64) + 2 * (X[:, 1] > 0)
+    for model, mlp_reports in (("logistic", 0), ("mlp", 10)):
+        seen = []
+        score_label_issues(y, X, n_repeats=2, model=model, progress_callback=lambda f, l: seen.append((f, l)))
+        fractions = [f for f, _ in seen]
+        labels = [l for _, l in seen]
+        assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] == 1.0
+        assert sum(l.startswith("Fitting fold models (repeat") for l in labels) == 10
+        assert sum(l.startswith("Fitting fold MLPs (repeat") for l in labels) == mlp_reports
+        assert labels.index("Finding 10 neighbours per sample") > max(
+            i for i, l in enumerate(labels) if l.startswith("Fitting fold"))
+        assert labels[-2:] == ["Fusing the scores and flags", "Scored 400 samples"]

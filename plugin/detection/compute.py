@@ -190,7 +190,7 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
         on_invalid ("raise"): boxes that are missing, not 4 finite numbers or
             of negative size: ``"raise"`` an error naming them, or ``"skip"``
             them (left unscored, listed in ``results.skipped``)
-        progress (True): log progress
+        progress (True): show a progress bar (tqdm) with the current stage
         progress_callback (None): called with ``(fraction, label)``
 
     Samples whose ``label_field`` is None count as images without ground
@@ -206,179 +206,178 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
     Returns:
         a :class:`DetectionIssuesResults`
     """
+    from ..progress import ProgressReporter
     from ..runs import save_run
 
-    def report(fraction, label):
-        if progress:
-            logger.info("%s (%.0f%%)", label, 100 * fraction)
-        if progress_callback is not None:
-            progress_callback(fraction, label)
+    report = ProgressReporter(progress, progress_callback, desc="Detection issues")
+    try:
+        if on_invalid not in ("raise", "skip"):
+            raise ValueError("on_invalid must be 'raise' or 'skip'; got %r" % (on_invalid,))
+        if len(samples) == 0:
+            raise ValueError("The view is empty: there is nothing to score")
+        if samples.media_type != "image":
+            raise ValueError("compute_detection_issues needs an image collection; this one has "
+                             "media type %r" % samples.media_type)
+        _check_fields(samples, label_field, pred_field)
 
-    if on_invalid not in ("raise", "skip"):
-        raise ValueError("on_invalid must be 'raise' or 'skip'; got %r" % (on_invalid,))
-    if len(samples) == 0:
-        raise ValueError("The view is empty: there is nothing to score")
-    if samples.media_type != "image":
-        raise ValueError("compute_detection_issues needs an image collection; this one has "
-                         "media type %r" % samples.media_type)
-    _check_fields(samples, label_field, pred_field)
+        report(0.0, "Reading boxes")
+        gp, pp = label_field + ".detections.", pred_field + ".detections."
+        (sids, g_ids, g_boxes, g_labels, p_ids, p_boxes, p_labels, p_conf) = samples.values(
+            ["id", gp + "id", gp + "bounding_box", gp + "label", pp + "id", pp + "bounding_box",
+             pp + "label", pp + "confidence"])
 
-    report(0.0, "Reading boxes")
-    gp, pp = label_field + ".detections.", pred_field + ".detections."
-    (sids, g_ids, g_boxes, g_labels, p_ids, p_boxes, p_labels, p_conf) = samples.values(
-        ["id", gp + "id", gp + "bounding_box", gp + "label", pp + "id", pp + "bounding_box",
-         pp + "label", pp + "confidence"])
-
-    skipped = {}
-    invalid = []
-    no_conf = []
-    bad_conf = []
-    rows = []  # (sid, gt ids, gt boxes, gt labels, pred ids, pred boxes, pred labels, conf)
-    all_gt_ids, all_gt_sids, all_pred_ids, all_pred_sids = [], [], [], []
-    for k, sid in enumerate(sids):
-        gi, gb, gl = g_ids[k] or [], g_boxes[k] or [], g_labels[k] or []
-        pi, pb, pl, pc = p_ids[k], p_boxes[k] or [], p_labels[k] or [], p_conf[k] or []
-        all_gt_ids.extend(gi)
-        all_gt_sids.extend([sid] * len(gi))
-        all_pred_ids.extend(pi or [])
-        all_pred_sids.extend([sid] * len(pi or []))
-        if pi is None:
-            skipped[sid] = "no %r (sample not run through the detector)" % pred_field
-            continue
-        keep_g = []
-        for j, lid in enumerate(gi):
-            if _box_ok(gb[j]):
-                keep_g.append(j)
-            else:
-                invalid.append((sid, label_field, lid, gb[j]))
-        keep_p = []
-        for j, lid in enumerate(pi):
-            if not _box_ok(pb[j]):
-                invalid.append((sid, pred_field, lid, pb[j]))
+        skipped = {}
+        invalid = []
+        no_conf = []
+        bad_conf = []
+        rows = []  # (sid, gt ids, gt boxes, gt labels, pred ids, pred boxes, pred labels, conf)
+        all_gt_ids, all_gt_sids, all_pred_ids, all_pred_sids = [], [], [], []
+        for k, sid in enumerate(sids):
+            gi, gb, gl = g_ids[k] or [], g_boxes[k] or [], g_labels[k] or []
+            pi, pb, pl, pc = p_ids[k], p_boxes[k] or [], p_labels[k] or [], p_conf[k] or []
+            all_gt_ids.extend(gi)
+            all_gt_sids.extend([sid] * len(gi))
+            all_pred_ids.extend(pi or [])
+            all_pred_sids.extend([sid] * len(pi or []))
+            if pi is None:
+                skipped[sid] = "no %r (sample not run through the detector)" % pred_field
                 continue
-            c = pc[j] if j < len(pc) else None
-            c = None if c is None else float(c)
-            if c is None:
-                if default_confidence is None:
-                    no_conf.append((sid, lid))
+            keep_g = []
+            for j, lid in enumerate(gi):
+                if _box_ok(gb[j]):
+                    keep_g.append(j)
+                else:
+                    invalid.append((sid, label_field, lid, gb[j]))
+            keep_p = []
+            for j, lid in enumerate(pi):
+                if not _box_ok(pb[j]):
+                    invalid.append((sid, pred_field, lid, pb[j]))
                     continue
-            elif not (np.isfinite(c) and 0 <= c <= 1):
-                bad_conf.append((sid, lid, c))
-                continue
-            keep_p.append(j)
-        conf = [float(pc[j]) if j < len(pc) and pc[j] is not None else
-                float(default_confidence) for j in keep_p]
-        rows.append((sid, [gi[j] for j in keep_g], [gb[j] for j in keep_g],
-                     [gl[j] for j in keep_g], [pi[j] for j in keep_p],
-                     [pb[j] for j in keep_p], [pl[j] for j in keep_p], conf))
+                c = pc[j] if j < len(pc) else None
+                c = None if c is None else float(c)
+                if c is None:
+                    if default_confidence is None:
+                        no_conf.append((sid, lid))
+                        continue
+                elif not (np.isfinite(c) and 0 <= c <= 1):
+                    bad_conf.append((sid, lid, c))
+                    continue
+                keep_p.append(j)
+            conf = [float(pc[j]) if j < len(pc) and pc[j] is not None else
+                    float(default_confidence) for j in keep_p]
+            rows.append((sid, [gi[j] for j in keep_g], [gb[j] for j in keep_g],
+                         [gl[j] for j in keep_g], [pi[j] for j in keep_p],
+                         [pb[j] for j in keep_p], [pl[j] for j in keep_p], conf))
 
-    if no_conf:
-        raise ValueError(
-            "%d predictions in %r have no confidence (e.g. sample %s, label %s): store the "
-            "detector's scores in `confidence`, or pass default_confidence=1.0 to treat "
-            "them all as confident" % (len(no_conf), pred_field, no_conf[0][0], no_conf[0][1]))
-    if bad_conf:
-        raise ValueError(
-            "%d predictions in %r have a confidence outside [0, 1] (e.g. sample %s, label "
-            "%s: %r): rescale the detector's scores to probabilities"
-            % (len(bad_conf), pred_field, bad_conf[0][0], bad_conf[0][1], bad_conf[0][2]))
-    if invalid:
-        if on_invalid == "raise":
-            examples = "; ".join("sample %s, %r label %s: %r" % e for e in invalid[:5])
+        if no_conf:
             raise ValueError(
-                "%d boxes are missing or not 4 finite numbers [x, y, w, h] with w, h >= 0 "
-                "(%s): fix or delete them, or pass on_invalid='skip' to leave them unscored"
-                % (len(invalid), examples))
-        for sid, fld, lid, _ in invalid:
-            skipped[lid] = "invalid bounding box in %r" % fld
-    if not rows:
-        raise ValueError(
-            "No sample in this view has predictions in %r: run your detector and store its "
-            "Detections in that field first" % pred_field)
+                "%d predictions in %r have no confidence (e.g. sample %s, label %s): store the "
+                "detector's scores in `confidence`, or pass default_confidence=1.0 to treat "
+                "them all as confident" % (len(no_conf), pred_field, no_conf[0][0], no_conf[0][1]))
+        if bad_conf:
+            raise ValueError(
+                "%d predictions in %r have a confidence outside [0, 1] (e.g. sample %s, label "
+                "%s: %r): rescale the detector's scores to probabilities"
+                % (len(bad_conf), pred_field, bad_conf[0][0], bad_conf[0][1], bad_conf[0][2]))
+        if invalid:
+            if on_invalid == "raise":
+                examples = "; ".join("sample %s, %r label %s: %r" % e for e in invalid[:5])
+                raise ValueError(
+                    "%d boxes are missing or not 4 finite numbers [x, y, w, h] with w, h >= 0 "
+                    "(%s): fix or delete them, or pass on_invalid='skip' to leave them unscored"
+                    % (len(invalid), examples))
+            for sid, fld, lid, _ in invalid:
+                skipped[lid] = "invalid bounding box in %r" % fld
+        if not rows:
+            raise ValueError(
+                "No sample in this view has predictions in %r: run your detector and store its "
+                "Detections in that field first" % pred_field)
 
-    report(0.2, "Scoring %d images" % len(rows))
-    result = score_detection_issues(
-        [np.asarray(r[2], dtype=np.float64).reshape(-1, 4) for r in rows],
-        [np.asarray(r[3], dtype=object) for r in rows],
-        [np.asarray(r[5], dtype=np.float64).reshape(-1, 4) for r in rows],
-        [np.asarray(r[6], dtype=object) for r in rows],
-        [np.asarray(r[7], dtype=np.float64) for r in rows],
-        iou_thresh=iou_thresh, min_iou=min_iou, missing_threshold=missing_threshold,
-        spurious_threshold=spurious_threshold, swap_threshold=swap_threshold,
-        localization_threshold=localization_threshold,
-        no_annotations_threshold=no_annotations_threshold, size_prior=size_prior)
+        report(0.2, "Scoring %d images" % len(rows))
+        result = score_detection_issues(
+            [np.asarray(r[2], dtype=np.float64).reshape(-1, 4) for r in rows],
+            [np.asarray(r[3], dtype=object) for r in rows],
+            [np.asarray(r[5], dtype=np.float64).reshape(-1, 4) for r in rows],
+            [np.asarray(r[6], dtype=object) for r in rows],
+            [np.asarray(r[7], dtype=np.float64) for r in rows],
+            iou_thresh=iou_thresh, min_iou=min_iou, missing_threshold=missing_threshold,
+            spurious_threshold=spurious_threshold, swap_threshold=swap_threshold,
+            localization_threshold=localization_threshold,
+            no_annotations_threshold=no_annotations_threshold, size_prior=size_prior)
 
-    report(0.6, "Writing scores")
-    names = field_names(audit_key)
-    scored_sids = [r[0] for r in rows]
-    gt_ids = [lid for r in rows for lid in r[1]]
-    pred_ids = [lid for r in rows for lid in r[4]]
-    r = result
+        report(0.6, "Writing scores")
+        names = field_names(audit_key)
+        scored_sids = [r[0] for r in rows]
+        gt_ids = [lid for r in rows for lid in r[1]]
+        pred_ids = [lid for r in rows for lid in r[4]]
+        r = result
 
-    def fval(x):
-        x = float(x)
-        return x if np.isfinite(x) else None
+        def fval(x):
+            x = float(x)
+            return x if np.isfinite(x) else None
 
-    gt_values = {
-        "issue_score": [fval(v) for v in r.issue_score],
-        "spurious": [fval(v) for v in r.spurious],
-        "swapped": [fval(v) for v in r.swapped],
-        "suggested_label": [None if v is None else str(v) for v in r.suggested_label],
-        "localization": [fval(v) for v in r.localization],
-        "iou": [fval(v) for v in r.iou],
-        "match_id": [pred_ids[m] if m >= 0 else None for m in r.match],
-        "is_spurious": [bool(v) for v in r.is_spurious],
-        "is_swapped": [bool(v) for v in r.is_swapped],
-        "is_mislocated": [bool(v) for v in r.is_mislocated],
-        "issue": list(r.issue),
-    }
-    pred_values = {
-        "missing": [fval(v) for v in r.missing],
-        "is_missing": [bool(v) for v in r.is_missing],
-        "match_id": [gt_ids[m] if m >= 0 else None for m in r.pred_match],
-    }
-    sample_values = {
-        "num_missing": r.num_missing, "num_spurious": r.num_spurious,
-        "num_swapped": r.num_swapped, "num_mislocated": r.num_mislocated,
-        "num_issues": r.num_issues, "no_annotations": r.no_annotations,
-        "no_annotations_score": r.no_annotations_score, "issue_score": r.image_issue_score,
-    }
+        gt_values = {
+            "issue_score": [fval(v) for v in r.issue_score],
+            "spurious": [fval(v) for v in r.spurious],
+            "swapped": [fval(v) for v in r.swapped],
+            "suggested_label": [None if v is None else str(v) for v in r.suggested_label],
+            "localization": [fval(v) for v in r.localization],
+            "iou": [fval(v) for v in r.iou],
+            "match_id": [pred_ids[m] if m >= 0 else None for m in r.match],
+            "is_spurious": [bool(v) for v in r.is_spurious],
+            "is_swapped": [bool(v) for v in r.is_swapped],
+            "is_mislocated": [bool(v) for v in r.is_mislocated],
+            "issue": list(r.issue),
+        }
+        pred_values = {
+            "missing": [fval(v) for v in r.missing],
+            "is_missing": [bool(v) for v in r.is_missing],
+            "match_id": [gt_ids[m] if m >= 0 else None for m in r.pred_match],
+        }
+        sample_values = {
+            "num_missing": r.num_missing, "num_spurious": r.num_spurious,
+            "num_swapped": r.num_swapped, "num_mislocated": r.num_mislocated,
+            "num_issues": r.num_issues, "no_annotations": r.no_annotations,
+            "no_annotations_score": r.no_annotations_score, "issue_score": r.image_issue_score,
+        }
 
-    def columns(specs, values, index, all_ids, part):
-        cols = {}
-        for name, kind in specs:
-            col = [None] * len(all_ids)
-            for src_row, v in enumerate(values[name]):
-                v = v.item() if isinstance(v, np.generic) else v
-                col[index[src_row]] = v
-            cols[names[part][name]] = (kind, col)
-        return cols
+        def columns(specs, values, index, all_ids, part):
+            cols = {}
+            for name, kind in specs:
+                col = [None] * len(all_ids)
+                for src_row, v in enumerate(values[name]):
+                    v = v.item() if isinstance(v, np.generic) else v
+                    col[index[src_row]] = v
+                cols[names[part][name]] = (kind, col)
+            return cols
 
-    gt_pos = {lid: i for i, lid in enumerate(all_gt_ids)}
-    pred_pos = {lid: i for i, lid in enumerate(all_pred_ids)}
-    sample_pos = {sid: i for i, sid in enumerate(sids)}
-    parts = []
-    if all_gt_ids:
-        parts.append((columns(GT_FIELDS, gt_values, [gt_pos[x] for x in gt_ids], all_gt_ids,
-                              "gt"), all_gt_ids, all_gt_sids, label_field + ".detections"))
-    if all_pred_ids:
-        parts.append((columns(PRED_FIELDS, pred_values, [pred_pos[x] for x in pred_ids],
-                              all_pred_ids, "pred"), all_pred_ids, all_pred_sids,
-                      pred_field + ".detections"))
-    parts.append((columns(SAMPLE_FIELDS, sample_values, [sample_pos[x] for x in scored_sids],
-                          list(sids), "sample"), list(sids), list(sids), None))
-    from ..writes import write_all_or_nothing
+        gt_pos = {lid: i for i, lid in enumerate(all_gt_ids)}
+        pred_pos = {lid: i for i, lid in enumerate(all_pred_ids)}
+        sample_pos = {sid: i for i, sid in enumerate(sids)}
+        parts = []
+        if all_gt_ids:
+            parts.append((columns(GT_FIELDS, gt_values, [gt_pos[x] for x in gt_ids], all_gt_ids,
+                                  "gt"), all_gt_ids, all_gt_sids, label_field + ".detections"))
+        if all_pred_ids:
+            parts.append((columns(PRED_FIELDS, pred_values, [pred_pos[x] for x in pred_ids],
+                                  all_pred_ids, "pred"), all_pred_ids, all_pred_sids,
+                          pred_field + ".detections"))
+        parts.append((columns(SAMPLE_FIELDS, sample_values, [sample_pos[x] for x in scored_sids],
+                              list(sids), "sample"), list(sids), list(sids), None))
+        from ..writes import write_all_or_nothing
 
-    write_all_or_nothing(samples, parts)
+        write_all_or_nothing(samples, parts)
 
-    report(0.9, "Recording the run")
-    counts = result.counts()
-    config = dict(label_field=label_field, pred_field=pred_field, fields=names,
-                  default_confidence=default_confidence, on_invalid=on_invalid,
-                  **result.params)
-    save_run(samples, audit_key, RUN_METHOD, config, dict(
-        num_images=len(rows), num_gt=len(gt_ids), num_predictions=len(pred_ids),
-        num_skipped=len(skipped), counts=counts, skipped=dict(list(skipped.items())[:1000])))
-    report(1.0, "Done")
-    return DetectionIssuesResults(audit_key, label_field, pred_field, result, scored_sids,
-                                  gt_ids, pred_ids, skipped, names)
+        report(0.9, "Recording the run")
+        counts = result.counts()
+        config = dict(label_field=label_field, pred_field=pred_field, fields=names,
+                      default_confidence=default_confidence, on_invalid=on_invalid,
+                      **result.params)
+        save_run(samples, audit_key, RUN_METHOD, config, dict(
+            num_images=len(rows), num_gt=len(gt_ids), num_predictions=len(pred_ids),
+            num_skipped=len(skipped), counts=counts, skipped=dict(list(skipped.items())[:1000])))
+        report(1.0, "Done")
+        return DetectionIssuesResults(audit_key, label_field, pred_field, result, scored_sids,
+                                      gt_ids, pred_ids, skipped, names)
+    finally:
+        report.close()

@@ -44,9 +44,11 @@ class Progress:
         self.ctx = ctx
         self.label = label
 
-    def __call__(self, fraction):
+    def __call__(self, fraction, stage=None):
+        """``fraction`` in [0, 1]; ``stage`` (optional): what runs now, shown after the label."""
         if self.ctx.delegated:
-            self.ctx.set_progress(progress=float(fraction), label=self.label)
+            label = self.label if not stage else "%s: %s" % (self.label, stage)
+            self.ctx.set_progress(progress=float(fraction), label=label)
 
 
 def delegable_config(name, label, description):

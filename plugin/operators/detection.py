@@ -93,7 +93,7 @@ class ComputeDetectionIssues(DelegableOperator):
                                 else float(params["default_confidence"])),
             on_invalid=params.get("on_invalid") or "raise",
             progress=False,
-            progress_callback=lambda f, label: progress(f),
+            progress_callback=progress,
         )
         if not ctx.delegated:
             ctx.ops.reload_dataset()

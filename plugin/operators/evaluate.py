@@ -84,7 +84,7 @@ class EvaluateCleaning(DelegableOperator):
         table = label_audit.evaluate_cleaning(
             ctx.target_view(), [f for f, _ in tasks], audit_key=key, reference_fields=refs,
             variants=p.get("variants") or list(VARIANTS), n_folds=int(p.get("n_folds") or 5),
-            progress_callback=lambda f, label: progress(f))
+            progress_callback=progress)
         rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
                 for r in table.rows]  # no NaN in JSON
         return {"table": table.summary(), "rows": rows}

@@ -89,7 +89,7 @@ class ComputeLabelQuality(DelegableOperator):
             k=int(params.get("k") or 10),
             model=params.get("model") or "auto",
             progress=False,
-            progress_callback=lambda f, label: progress(f),
+            progress_callback=progress,
             **extra,
             **backend_params(params),
         )

@@ -325,7 +325,7 @@ class ApplyDecisions(DelegableOperator):
         report = label_audit.apply_decisions(
             ctx.dataset, audit_key=_audit_key(ctx), confirm_delete=bool(p.get("confirm_delete")),
             rescore=p.get("rescore") or "incremental", on_stale=p.get("on_stale") or "raise",
-            user=getattr(ctx, "user_id", None), progress_callback=lambda f, l: progress(f))
+            user=getattr(ctx, "user_id", None), progress_callback=progress)
         if not ctx.delegated:
             ctx.ops.reload_dataset()
         return {"num_applied": report.num_applied, "num_stale": len(report.stale),

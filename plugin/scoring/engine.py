@@ -156,7 +156,15 @@ def fold_arrays(state: dict) -> list:
     return [np.asarray(state["folds"])] + [np.asarray(r["folds"]) for r in state.get("more_repeats", ())]
 
 
-def _choose_model(model, X, labels, K, P, state, params, backend, random_state):
+def _within(callback, lo: float, hi: float):
+    """``callback(fraction, label)`` of a stage that spans ``[lo, hi]`` of the whole run (None
+    when there is no callback)."""
+    if callback is None:
+        return None
+    return lambda f, label: callback(lo + (hi - lo) * min(max(float(f), 0.0), 1.0), label)
+
+
+def _choose_model(model, X, labels, K, P, state, params, backend, random_state, progress_callback=None):
     """Fit the MLP where ``model`` asks for it and return the probabilities of the model used;
     records ``params["model_used"]``, ``params["held_out_log_loss"]``, ``params["mlp_skipped"]``
     and ``state["model"]``."""
@@ -178,7 +186,7 @@ def _choose_model(model, X, labels, K, P, state, params, backend, random_state):
             Z = state.get("projected")
             Pm, models = mlp_repeated_probabilities(prep.transform(X) if Z is None else Z, labels,
                                                     fold_arrays(state), n_classes=K, random_state=random_state,
-                                                    return_models=True)
+                                                    return_models=True, progress_callback=progress_callback)
             choice, stats = choose_model(labels, P, Pm)
             params["held_out_log_loss"] = {"logistic": stats["logistic"], "mlp": stats["mlp"]}
             params["mlp_gain_z"] = stats["z"]
@@ -289,6 +297,7 @@ def score_label_issues(
     ray_address: Optional[str] = None,
     ray_workers: Optional[int] = None,
     ray_max_retries: int = 3,
+    progress_callback=None,
 ) -> LabelIssueResult:
     """Score every sample for label errors, outliers and ambiguity.
 
@@ -377,6 +386,10 @@ def score_label_issues(
         cluster's CPUs).
     ray_max_retries : int, default 3; retries of a task whose worker died.  When they are
         exhausted a ``RayRunError`` is raised (nothing has been written anywhere).
+    progress_callback : callable, optional; called as ``progress_callback(fraction, label)`` as the
+        work goes on: ``fraction`` in [0, 1], non-decreasing, 1 at the end; ``label`` names the
+        stage ("Fitting fold models (repeat 2 of 5)", "Fitting fold MLPs (repeat 1 of 5)",
+        "Finding 10 neighbours per sample", ...).  The fold fits report after each fold model.
 
     Returns
     -------
@@ -429,21 +442,34 @@ def score_label_issues(
         if n <= k:
             raise ValueError(f"Only N={n} samples for k={k} neighbours: need N > k; lower k or add samples.")
     state = None
+    # the share of the run each stage reports in (rough costs: the fold fits dominate, the MLP
+    # candidate costs a few times the logistic regression where it is fitted)
+    report = progress_callback or (lambda f, label: None)
+    fit_end = 0.0
+    if pred_probs is None:
+        mlp_planned = model == "mlp" or (model == "auto" and backend == "local" and mlp_candidate_reason(
+            labels, K, min(int(X.shape[1]), int(max_dim)), int(n_folds)) is None)
+        fit_end = 0.85 if mlp_planned else 0.7
+        lr_end = 0.25 if mlp_planned else fit_end
     if pred_probs is not None:
         P = _validate_pred_probs(pred_probs, n, K)
         folds_out = None
     else:
         if n < 2 * n_folds:
             raise ValueError(f"Only N={n} samples for n_folds={n_folds}: need N >= 2 * n_folds.")
+        report(0.0, "Fitting fold models")
         P, state = out_of_fold_probabilities(
             X, labels, n_classes=K, n_folds=n_folds, C=C, max_dim=max_dim, folds=folds, n_repeats=n_repeats,
             random_state=random_state, device=device, return_state=True,
+            progress_callback=_within(progress_callback, 0.0, lr_end),
         )
         folds_out = state["folds"]
         params["C_used"] = float(state["C"])
         params["n_repeats_used"] = int(state["n_repeats"])
-        P = _choose_model(model, X, labels, K, P, state, params, backend, random_state)
+        P = _choose_model(model, X, labels, K, P, state, params, backend, random_state,
+                          progress_callback=_within(progress_callback, lr_end, fit_end))
     nbr = dist = leverage = None
+    rest = 1.0 - fit_end  # kNN, leverage, the update's preconditioner, fusion
     if X is not None:
         prep = state["preprocessor"] if state is not None else None
         Z = state.pop("projected", None) if state is not None else None
@@ -455,10 +481,12 @@ def score_label_issues(
         # KNN_SPARES extra neighbours per row are kept in the model state: after removals the
         # incremental update replaces a removed neighbour by the next one exactly (no search)
         spares = max(0, min(KNN_SPARES, n - 1 - k))
+        report(fit_end, f"Finding {k} neighbours per sample")
         nbr, dist = knn_search(Xk, k + spares, method=knn_method, random_state=random_state)
         nbr, dist, spare_nbr, spare_dist = (np.ascontiguousarray(a) for a in (
             nbr[:, :k], dist[:, :k], nbr[:, k:], dist[:, k:]))
         if compute_importance:
+            report(fit_end + 0.6 * rest, "Computing class-conditional leverage")
             leverage = class_conditional_leverage(Xk, labels, n_classes=K)
         if state is None:
             state = {}
@@ -469,6 +497,10 @@ def score_label_issues(
             from .newton import block_preconditioner_from_probabilities
 
             # what the first incremental update (Newton refit, either solver) would otherwise build
+            report(fit_end + 0.75 * rest, "Preparing incremental updates")
             state["newton_preconditioner"] = block_preconditioner_from_probabilities(
                 X, P, state, random_state=random_state, device=device)
-    return _finish(labels, K, classes, P, None, nbr, dist, leverage, folds_out, np.arange(n), params, state)
+    report(fit_end + 0.9 * rest, "Fusing the scores and flags")
+    result = _finish(labels, K, classes, P, None, nbr, dist, leverage, folds_out, np.arange(n), params, state)
+    report(1.0, "Scored %d samples" % n)
+    return result

@@ -133,6 +133,7 @@ def mlp_out_of_fold_probabilities(
     alpha: float = MLP_ALPHA,
     max_iter: int = 200,
     random_state=0,
+    progress_callback=None,
 ):
     """Out-of-fold probabilities of ``MLPClassifier((hidden,), alpha)`` on the fold assignment ``folds``.
 
@@ -143,6 +144,8 @@ def mlp_out_of_fold_probabilities(
     n_classes : K.   hidden, alpha : the MLP's size and L2 penalty.
     max_iter : int, default 200; epochs at most (early stopping usually ends a fit at 20-60).
     random_state : seeds weight initialisation, batches and the early-stopping split.
+    progress_callback : callable, optional; called as ``progress_callback((f + 1) / F)`` after
+        fold model f.
 
     Returns
     -------
@@ -161,20 +164,27 @@ def mlp_out_of_fold_probabilities(
         model = _new_mlp(hidden, alpha, random_state, max_iter)
         P[test] = _fit_predict(model, Z, labels, train, test, n_classes)
         models.append(model)
+        if progress_callback is not None:
+            progress_callback((f + 1) / n_folds)
     return P, models
 
 
 def mlp_repeated_probabilities(Z: np.ndarray, labels: np.ndarray, fold_assignments: Sequence[np.ndarray], *,
-                               n_classes: int, random_state=0, return_models: bool = False, **kwargs):
+                               n_classes: int, random_state=0, return_models: bool = False,
+                               progress_callback=None, **kwargs):
     """Mean of :func:`mlp_out_of_fold_probabilities` over several fold assignments (repeated
     cross-fitting, as the logistic regression does with ``n_repeats``): float32 (N, K).
 
     With ``return_models=True`` returns ``(P, models)``, ``models[r][f]`` the fitted MLP of fold f
-    of repeat r (what :func:`finetune_fold_mlps` continues from)."""
+    of repeat r (what :func:`finetune_fold_mlps` continues from).  ``progress_callback(fraction,
+    label)`` is called after each fold MLP."""
     P, models = None, []
-    for folds in fold_assignments:
+    R = len(fold_assignments)
+    for r, folds in enumerate(fold_assignments):
+        step = None if progress_callback is None else (
+            lambda f, r=r: progress_callback((r + f) / R, f"Fitting fold MLPs (repeat {r + 1} of {R})"))
         Pr, ms = mlp_out_of_fold_probabilities(Z, labels, folds, n_classes=n_classes, random_state=random_state,
-                                               **kwargs)
+                                               progress_callback=step, **kwargs)
         P = Pr if P is None else P + Pr
         models.append(ms)
     P /= np.float32(len(fold_assignments))

@@ -655,6 +655,7 @@ def out_of_fold_probabilities(
     chunk_size: int = 32_768,
     random_state=0,
     return_state: bool = False,
+    progress_callback=None,
 ):
     """Out-of-fold predicted probabilities of a multinomial logistic regression.
 
@@ -713,6 +714,9 @@ def out_of_fold_probabilities(
         Seeds the fold assignment and the PCA / warm-start subsamples.
     return_state : bool, default False
         Also return a dict with the fitted models (used by ``update_label_issues``).
+    progress_callback : callable, optional
+        Called as ``progress_callback(fraction, label)`` after the warm-start fit and after each
+        fold model (``fraction`` in (0, 1], non-decreasing, 1 after the last fold model).
 
     Returns
     -------
@@ -739,7 +743,7 @@ def out_of_fold_probabilities(
     with _threads_for_size(float(n) * min(d, max_dim) * K):
         return _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max_dim, pca_samples,
                     full_fit_samples, precondition, folds, n_repeats, device, chunk_size, random_state,
-                    return_state)
+                    return_state, progress_callback)
 
 
 # copying the training rows of a fold (instead of masking the held-out rows) is cheaper as long
@@ -748,7 +752,8 @@ _GATHER_BYTES = 512 << 20
 
 
 def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max_dim, pca_samples,
-         full_fit_samples, precondition, folds, n_repeats, device, chunk_size, random_state, return_state):
+         full_fit_samples, precondition, folds, n_repeats, device, chunk_size, random_state, return_state,
+         progress_callback=None):
     import torch
 
     n, d = X.shape
@@ -807,6 +812,13 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
         full_W, full_b = _fit_lbfgs(lin, segs, sub_rows.size, C * n_train_typ / sub_rows.size, W0, b0,
                                     max_iter, tol, precond)
         del segs
+    units = n_repeats * n_folds + 1  # the warm-start fit, then every fold model
+
+    def report(done, label):
+        if progress_callback is not None:
+            progress_callback(done / units, label)
+
+    report(1, "Fitted the warm-start model")
     pred, models = None, []
     for r in range(n_repeats):
         if r:  # the same rows under the next fold assignment
@@ -827,6 +839,7 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
             del segs
             coefs.append(Wf)
             intercepts.append(bf)
+            report(2 + r * n_folds + f, f"Fitting fold models (repeat {r + 1} of {n_repeats})")
         p = data.predict(coefs, intercepts, chunk_size)
         if pred is None:
             pred = p
