@@ -358,7 +358,7 @@ def group_summary(samples, audit_key="audit"):
 
 def compute_multitask_label_quality(samples, label_fields, embeddings_field="embeddings",
                                     audit_key="audit", classes=None, n_folds=5, k=10,
-                                    random_state=0, combine="max", progress=True,
+                                    random_state=0, combine="max", progress=None,
                                     progress_callback=None, **score_kwargs):
     """Scores several Classification fields (tasks) of the same samples.
 
@@ -380,7 +380,7 @@ def compute_multitask_label_quality(samples, label_fields, embeddings_field="emb
             :func:`label_audit.scoring.score_label_issues`
         combine ("max"): how task scores combine, "max" or "noisy_or" (see
             :func:`combine_task_scores`)
-        progress (True), progress_callback (None): as in compute_label_quality
+        progress (None), progress_callback (None): as in compute_label_quality
 
     Raises:
         ValueError: a field that is not a Classification field ("label fields

@@ -15,8 +15,11 @@ logger = logging.getLogger(__name__)
 class ProgressReporter:
     """Call as ``report(fraction, label)`` with ``fraction`` in [0, 1].
 
-    progress (True): show a tqdm bar (``tqdm.auto``: a widget in notebooks, stderr elsewhere)
-        and log each new stage at DEBUG level.
+    progress (None): show a tqdm bar (``tqdm.auto``: a widget in notebooks, stderr elsewhere)
+        and log each new stage at DEBUG level; None = FiftyOne's
+        ``fiftyone.config.show_progress_bars`` (True when FiftyOne is not installed), as
+        FiftyOne's own ``progress`` arguments do.  The bar appears with the first report past 0,
+        so a call that fails its input checks prints none.
     callback (None): called with ``(fraction, label)`` on every report.
     desc: the bar's prefix.
 
@@ -25,19 +28,27 @@ class ProgressReporter:
     ``close()`` ends the bar (also when the call fails, through ``with``).
     """
 
-    def __init__(self, progress: bool = True, callback=None, desc: str = "label-audit"):
+    def __init__(self, progress=None, callback=None, desc: str = "label-audit"):
+        if progress is None:
+            try:
+                import fiftyone as fo
+
+                progress = bool(fo.config.show_progress_bars)
+            except ImportError:
+                progress = True
+        self.show = bool(progress)
         self.callback = callback
         self.desc = desc
         self.bar = None
         self._label = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=100, unit="%", desc=desc, bar_format="{desc}: {percentage:3.0f}%|{bar}| "
-                            "[{elapsed}<{remaining}]")
 
     def __call__(self, fraction: float, label: str) -> None:
         fraction = min(max(float(fraction), 0.0), 1.0)
+        if self.bar is None and self.show and fraction > 0:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=100, unit="%", desc=self.desc,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
         if self.bar is not None:
             if label != self._label:
                 self.bar.set_description_str("%s: %s" % (self.desc, label), refresh=False)
@@ -58,6 +69,7 @@ class ProgressReporter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self.show = False
 
     def __enter__(self):
         return self

@@ -271,7 +271,7 @@ def _record_run(samples, audit_key, label_field, embeddings_field, patches, clas
 
 def compute_label_quality(samples, label_field, embeddings_field="embeddings",
                           audit_key="audit", classes=None, n_folds=5, k=10,
-                          random_state=0, progress=True, progress_callback=None,
+                          random_state=0, progress=None, progress_callback=None,
                           **score_kwargs):
     """Scores how likely each label is wrong and writes the scores to the dataset.
 
@@ -293,8 +293,9 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
             ``{field: classes}``)
         n_folds (5), k (10), random_state (0): see
             :func:`label_audit.scoring.score_label_issues`
-        progress (True): show a progress bar (tqdm; the current stage, e.g. "Fitting
-            fold models (repeat 2 of 5)", as its description)
+        progress (None): show a progress bar (tqdm; the current stage, e.g. "Fitting
+            fold models (repeat 2 of 5)", as its description); None uses
+            ``fiftyone.config.show_progress_bars``
         progress_callback (None): called with ``(fraction, label)``, fraction in
             [0, 1], through every stage of the scoring too
         **score_kwargs: more arguments for ``score_label_issues``

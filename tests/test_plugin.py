@@ -116,8 +116,13 @@ def test_compute_label_quality_operator(embedded_digits, delegated):
     )
     if delegated:
         assert result.delegated and not ds.has_sample_field("op_label_issue_score")
-        DelegatedOperationService().execute_queued_operations(dataset_name=ds.name)
+        service = DelegatedOperationService()
+        service.execute_queued_operations(dataset_name=ds.name)
         ds.reload()
+        # the run's progress names the stage it reached (set_progress label)
+        (op,) = service.list_operations(operator=PLUGIN + "/compute_label_quality", dataset_name=ds.name)
+        status = op.status
+        assert status.progress == 1.0 and status.label == "Scoring: Done"
     else:
         assert result.error is None, result.error
         assert result.result["num_scored"] == 300

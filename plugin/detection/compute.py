@@ -166,7 +166,7 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
                              localization_threshold=DEFAULTS["localization_threshold"],
                              no_annotations_threshold=DEFAULTS["no_annotations_threshold"],
                              size_prior=True, default_confidence=None, on_invalid="raise",
-                             progress=True, progress_callback=None):
+                             progress=None, progress_callback=None):
     """Scores missing, spurious, swapped and mislocated boxes and writes them.
 
     Args:
@@ -190,7 +190,8 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
         on_invalid ("raise"): boxes that are missing, not 4 finite numbers or
             of negative size: ``"raise"`` an error naming them, or ``"skip"``
             them (left unscored, listed in ``results.skipped``)
-        progress (True): show a progress bar (tqdm) with the current stage
+        progress (None): show a progress bar (tqdm) with the current stage; None
+            uses ``fiftyone.config.show_progress_bars``
         progress_callback (None): called with ``(fraction, label)``
 
     Samples whose ``label_field`` is None count as images without ground

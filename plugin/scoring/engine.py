@@ -447,8 +447,9 @@ def score_label_issues(
     report = progress_callback or (lambda f, label: None)
     fit_end = 0.0
     if pred_probs is None:
+        planned_folds = int(n_folds) if folds is None else int(np.max(folds)) + 1
         mlp_planned = model == "mlp" or (model == "auto" and backend == "local" and mlp_candidate_reason(
-            labels, K, min(int(X.shape[1]), int(max_dim)), int(n_folds)) is None)
+            labels, K, min(int(X.shape[1]), int(max_dim)), planned_folds) is None)
         fit_end = 0.85 if mlp_planned else 0.7
         lr_end = 0.25 if mlp_planned else fit_end
     if pred_probs is not None:

@@ -144,8 +144,8 @@ def mlp_out_of_fold_probabilities(
     n_classes : K.   hidden, alpha : the MLP's size and L2 penalty.
     max_iter : int, default 200; epochs at most (early stopping usually ends a fit at 20-60).
     random_state : seeds weight initialisation, batches and the early-stopping split.
-    progress_callback : callable, optional; called as ``progress_callback((f + 1) / F)`` after
-        fold model f.
+    progress_callback : callable, optional; called as ``progress_callback((f + 1) / F, label)``
+        after fold model f.
 
     Returns
     -------
@@ -165,7 +165,7 @@ def mlp_out_of_fold_probabilities(
         P[test] = _fit_predict(model, Z, labels, train, test, n_classes)
         models.append(model)
         if progress_callback is not None:
-            progress_callback((f + 1) / n_folds)
+            progress_callback((f + 1) / n_folds, f"Fitted fold MLP {f + 1} of {n_folds}")
     return P, models
 
 
@@ -182,7 +182,7 @@ def mlp_repeated_probabilities(Z: np.ndarray, labels: np.ndarray, fold_assignmen
     R = len(fold_assignments)
     for r, folds in enumerate(fold_assignments):
         step = None if progress_callback is None else (
-            lambda f, r=r: progress_callback((r + f) / R, f"Fitting fold MLPs (repeat {r + 1} of {R})"))
+            lambda f, label, r=r: progress_callback((r + f) / R, f"Fitting fold MLPs (repeat {r + 1} of {R})"))
         Pr, ms = mlp_out_of_fold_probabilities(Z, labels, folds, n_classes=n_classes, random_state=random_state,
                                                progress_callback=step, **kwargs)
         P = Pr if P is None else P + Pr

@@ -715,8 +715,8 @@ def out_of_fold_probabilities(
     return_state : bool, default False
         Also return a dict with the fitted models (used by ``update_label_issues``).
     progress_callback : callable, optional
-        Called as ``progress_callback(fraction, label)`` after the warm-start fit and after each
-        fold model (``fraction`` in (0, 1], non-decreasing, 1 after the last fold model).
+        Called as ``progress_callback(fraction, label)`` after the warm-start fit (or the
+        preprocessing, without one) and after each fold model (``fraction`` in (0, 1], non-decreasing, 1 after the last fold model).
 
     Returns
     -------
@@ -818,7 +818,7 @@ def _oof(X, labels, K, n_folds, C, max_iter, fold_max_iter, tol, warm_start, max
         if progress_callback is not None:
             progress_callback(done / units, label)
 
-    report(1, "Fitted the warm-start model")
+    report(1, "Fitted the warm-start model" if warm_start else "Prepared the features")
     pred, models = None, []
     for r in range(n_repeats):
         if r:  # the same rows under the next fold assignment
