@@ -101,8 +101,13 @@ def test_incremental_rescore_rounds_and_plateau(scored):
     flipped = ds.match({"flipped": True})
     ids = flipped.values("id")
     la.tag_decisions(ds.select(ids[:10]), "accept")
-    r1 = la.apply_decisions(ds)  # no scores in memory yet: full re-score
-    assert r1.rescore == "full"
+    seen = []
+    r1 = la.apply_decisions(ds, progress_callback=lambda f, label: seen.append((f, label)))
+    assert r1.rescore == "full"  # no scores in memory yet: full re-score
+    # the full re-score's own stages show inside the apply's progress, in order
+    stages = [(f, label) for f, label in seen if label.startswith("Re-scoring: Fitting fold models")]
+    assert stages and all(0.5 <= f <= 0.8 for f, _ in stages)
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1] == (1.0, "Done")
     la.tag_decisions(ds.select(ids[10:]), "accept")
     r2 = la.apply_decisions(ds)
     assert r2.rescore == "incremental"

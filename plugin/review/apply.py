@@ -332,7 +332,7 @@ def _score_params(params):
     return {k: v for k, v in params.items() if k in accepted}
 
 
-def _rescore_full(ctx, state):
+def _rescore_full(ctx, state, progress_callback=None):
     from fiftyone import ViewField as F
 
     from ..quality import compute_label_quality
@@ -348,7 +348,7 @@ def _rescore_full(ctx, state):
     res = compute_label_quality(
         view, ctx.label_field, embeddings_field=ctx.embeddings_field, audit_key=ctx.audit_key,
         classes=ctx.classes(), n_folds=cfg.get("n_folds", 5), k=cfg.get("k", 10),
-        random_state=cfg.get("random_state", 0), progress=False,
+        random_state=cfg.get("random_state", 0), progress=False, progress_callback=progress_callback,
         **_score_params(cfg.get("score_params") or {}))
     seconds = time.perf_counter() - t0
     classes = res.result.classes
@@ -571,7 +571,7 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
             seconds = _rescore_incremental(ctx, state, entry, refit=refit)
             rescore_used = "incremental"
         if seconds is None:
-            seconds = _rescore_full(ctx, state)
+            seconds = _rescore_full(ctx, state, lambda f, label: report(0.5 + 0.3 * f, "Re-scoring: " + label))
             rescore_used = "full"
 
     round_ = None
