@@ -248,7 +248,7 @@ def _collect_patches(samples, patches_field, list_field, use_masks, skip_crowd):
 def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
                        patches_field=None, use_masks=False, batch_size=32,
                        num_workers=None, device=None, skip_failures=True,
-                       reduce_dims=None, progress=True, padding=0.0, min_size=2,
+                       reduce_dims=None, progress=None, padding=0.0, min_size=2,
                        skip_crowd=True, weights="DEFAULT", transform=None,
                        random_state=0, progress_callback=None, backend="local",
                        ray_address=None, ray_workers=None, ray_max_retries=3):
@@ -278,7 +278,8 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
             before anything is written
         reduce_dims (None): if set, PCA to this dimension (fitted on up to
             20,000 vectors; the projection is stored with the run)
-        progress (True): show a progress bar
+        progress (None): show a progress bar; None uses
+            ``fiftyone.config.show_progress_bars`` (FiftyOne's convention)
         padding (0.0): crop context as a fraction of the box size on each side
         min_size (2): skip crops smaller than this many pixels
         skip_crowd (True): skip ``iscrowd`` boxes (COCO practice)
@@ -307,6 +308,10 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
     """
     from ..runs import run_key_for, save_run
 
+    if progress is None:
+        import fiftyone as fo
+
+        progress = bool(fo.config.show_progress_bars)
     _check_collection(samples)
     if backend not in ("local", "ray"):
         raise ValueError("backend must be 'local' or 'ray'; got %r" % (backend,))
