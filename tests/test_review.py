@@ -109,8 +109,12 @@ def test_incremental_rescore_rounds_and_plateau(scored):
     assert stages and all(0.5 <= f <= 0.8 for f, _ in stages)
     assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1] == (1.0, "Done")
     la.tag_decisions(ds.select(ids[10:]), "accept")
-    r2 = la.apply_decisions(ds)
+    seen = []
+    r2 = la.apply_decisions(ds, progress_callback=lambda f, label: seen.append((f, label)))
     assert r2.rescore == "incremental"
+    labels = [label for _, label in seen]
+    assert labels.index("Re-scoring: Refitting the fold models") < labels.index("Re-scoring: Fusing the scores and flags")
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
     rounds = la.cleaning_rounds(ds)
     assert [r["round"] for r in rounds.rounds] == [0, 1, 2]
     assert rounds.rounds[0]["reviewed"] == 0 and rounds.rounds[2]["reviewed"] == len(ids) - 10

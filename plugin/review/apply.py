@@ -278,7 +278,7 @@ def _score_columns(result, classes):
     return cols
 
 
-def _rescore_incremental(ctx, state, entry, refit=True):
+def _rescore_incremental(ctx, state, entry, refit=True, progress_callback=None):
     """Returns seconds, or None when the change can't be done incrementally."""
     from ..scoring import update_label_issues
 
@@ -310,7 +310,8 @@ def _rescore_incremental(ctx, state, entry, refit=True):
         # contribution out of the fold models; hard-deleted rows stay zeros
         if e is not None and len(e) == dim:
             X[i] = e
-    new = update_label_issues(res, X, labels, changed=changed, removed=removed, refit=refit)
+    new = update_label_issues(res, X, labels, changed=changed, removed=removed, refit=refit,
+                              progress_callback=progress_callback)
     kept_ids = [ids[i] for i in keep]
     kept_sids = [sids[i] for i in keep]
     cols = _score_columns(new, classes)
@@ -568,7 +569,8 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
             else:
                 entry = cached_results(ctx, state)
         if entry is not None:
-            seconds = _rescore_incremental(ctx, state, entry, refit=refit)
+            seconds = _rescore_incremental(ctx, state, entry, refit=refit, progress_callback=lambda f, label: report(
+                0.5 + 0.3 * f, "Re-scoring: " + label))
             rescore_used = "incremental"
         if seconds is None:
             seconds = _rescore_full(ctx, state, lambda f, label: report(0.5 + 0.3 * f, "Re-scoring: " + label))

@@ -266,6 +266,7 @@ def update_label_issues(
     exact_rows: int = 1_024,
     cg_correction_iter: int = 3,
     device=None,
+    progress_callback=None,
 ) -> LabelIssueResult:
     """Re-score after relabelling and/or removing samples, reusing ``result``.
 
@@ -328,6 +329,9 @@ def update_label_issues(
         search costs about one pass of the refit) or the search costs < 2e8 multiply-adds,
         else two-hop.
     device : torch device for the refit (default 'cuda' when available).
+    progress_callback : callable, optional; called as ``progress_callback(fraction, stage)`` at
+        each stage ("Refitting the fold models", "Updating the neighbours", "Updating leverage",
+        "Fusing the scores and flags", then 1.0), ``fraction`` non-decreasing in [0, 1].
 
     Returns
     -------
@@ -392,8 +396,11 @@ def update_label_issues(
                                                    params["random_state"])[0])
         return cache["Xk"]
 
+    report = progress_callback or (lambda f, stage: None)
+
     # 1) model probabilities
     t0 = time.perf_counter()
+    report(0.0, "Refitting the fold models")
     P = result.pred_probs
     new_state = dict(state)
     touched = relabelled | changed_m | removed_m
@@ -470,6 +477,7 @@ def update_label_issues(
 
     # 2) kNN graph
     t0 = time.perf_counter()
+    report(0.7, "Updating the neighbours")
     nbr = dist = None
     if result.neighbor_indices is not None:
         k = result.neighbor_indices.shape[1]
@@ -522,6 +530,7 @@ def update_label_issues(
 
     # 3) leverage for touched classes
     t0 = time.perf_counter()
+    report(0.85, "Updating leverage")
     leverage = None
     if params.get("compute_importance", True) and X is not None and np.isfinite(result.leverage).all():
         touched_classes = np.unique(np.concatenate([result.labels[touched], labels[touched & ~removed_m]]))
@@ -535,6 +544,7 @@ def update_label_issues(
     seconds["leverage"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    report(0.95, "Fusing the scores and flags")
     params["update_solver"] = used
     new_state["update_info"] = info
     out = _finish(
@@ -542,4 +552,5 @@ def update_label_issues(
     )
     seconds["finish"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
+    report(1.0, "Updated %d samples" % len(out))
     return out
