@@ -457,11 +457,9 @@ def _compute_multitask(samples, label_fields, embeddings_field, audit_key, class
         index = {c: i for i, c in enumerate(cls)}
         y = np.array([index[labs[r]] for r in keep], dtype=np.int64)
         X = X_all[[pos[r] for r in keep]]
-        task_report = report.within(lo, hi)
         result = score_label_issues(y, features=X, classes=cls, n_folds=n_folds, k=k,
                                     random_state=random_state,
-                                    progress_callback=lambda fr, label, f=f: task_report(
-                                        fr, "task %r: %s" % (f, label)),
+                                    progress_callback=report.within(lo, hi, "task %r: " % f),
                                     **score_kwargs)
         scored.append((f, labs, keep, skipped, cls, y, result))
     del X_all

@@ -2,7 +2,8 @@
 ``compute_detection_issues``): a tqdm bar in percent whose description is the current stage,
 and the caller's ``progress_callback(fraction, label)``.
 
-No FiftyOne here; the operators turn the same callback into ``ctx.set_progress``.
+No FiftyOne import at module level (the scoring engine maps its stages with :func:`within`);
+the operators turn the same callback into ``ctx.set_progress``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,27 @@ from __future__ import annotations
 import logging
 
 logger = logging.getLogger(__name__)
+
+
+def show_progress(progress) -> bool:
+    """Whether to draw a progress bar: ``progress`` itself, or for None FiftyOne's
+    ``fiftyone.config.show_progress_bars`` (True when FiftyOne is not installed), as FiftyOne's own
+    ``progress`` arguments do."""
+    if progress is None:
+        try:
+            import fiftyone as fo
+        except ImportError:
+            return True
+        return bool(fo.config.show_progress_bars)
+    return bool(progress)
+
+
+def within(callback, lo: float, hi: float, prefix: str = ""):
+    """The ``(fraction, label)`` callback of a sub-stage that spans ``[lo, hi]`` of ``callback``'s
+    whole, its labels prefixed with ``prefix``; None when ``callback`` is None."""
+    if callback is None:
+        return None
+    return lambda f, label: callback(lo + (hi - lo) * min(max(float(f), 0.0), 1.0), prefix + label)
 
 
 class ProgressReporter:
@@ -23,20 +45,13 @@ class ProgressReporter:
     callback (None): called with ``(fraction, label)`` on every report.
     desc: the bar's prefix.
 
-    ``within(lo, hi)`` returns a ``(fraction, label)`` callback for a sub-stage that spans
-    ``[lo, hi]`` of the whole (what ``score_label_issues(progress_callback=...)`` gets).
+    ``within(lo, hi, prefix="")`` returns a ``(fraction, label)`` callback for a sub-stage that
+    spans ``[lo, hi]`` of the whole (what ``score_label_issues(progress_callback=...)`` gets).
     ``close()`` ends the bar (also when the call fails, through ``with``).
     """
 
     def __init__(self, progress=None, callback=None, desc: str = "label-audit"):
-        if progress is None:
-            try:
-                import fiftyone as fo
-
-                progress = bool(fo.config.show_progress_bars)
-            except ImportError:
-                progress = True
-        self.show = bool(progress)
+        self.show = show_progress(progress)
         self.callback = callback
         self.desc = desc
         self.bar = None
@@ -62,8 +77,8 @@ class ProgressReporter:
         if self.callback is not None:
             self.callback(fraction, label)
 
-    def within(self, lo: float, hi: float):
-        return lambda f, label: self(lo + (hi - lo) * min(max(float(f), 0.0), 1.0), label)
+    def within(self, lo: float, hi: float, prefix: str = ""):
+        return within(self, lo, hi, prefix)
 
     def close(self) -> None:
         if self.bar is not None:

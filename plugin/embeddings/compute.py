@@ -308,10 +308,9 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
     """
     from ..runs import run_key_for, save_run
 
-    if progress is None:
-        import fiftyone as fo
+    from ..progress import show_progress
 
-        progress = bool(fo.config.show_progress_bars)
+    progress = show_progress(progress)
     _check_collection(samples)
     if backend not in ("local", "ray"):
         raise ValueError("backend must be 'local' or 'ray'; got %r" % (backend,))

@@ -32,6 +32,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..progress import within
 from .context import ReviewContext
 from .state import (cached_results, forget_results, load_state, now_iso, remember_results,
                     rescored, save_state, snapshot)
@@ -561,6 +562,7 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
     if rescore != "none":
         report(0.5, "Re-scoring")
         entry = None
+        rescore_progress = within(report, 0.5, 0.8, "Re-scoring: ")
         if rescore == "incremental":
             if results is not None and results.audit_key == audit_key and \
                     results.label_field == ctx.label_field:
@@ -569,11 +571,10 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
             else:
                 entry = cached_results(ctx, state)
         if entry is not None:
-            seconds = _rescore_incremental(ctx, state, entry, refit=refit, progress_callback=lambda f, label: report(
-                0.5 + 0.3 * f, "Re-scoring: " + label))
+            seconds = _rescore_incremental(ctx, state, entry, refit=refit, progress_callback=rescore_progress)
             rescore_used = "incremental"
         if seconds is None:
-            seconds = _rescore_full(ctx, state, lambda f, label: report(0.5 + 0.3 * f, "Re-scoring: " + label))
+            seconds = _rescore_full(ctx, state, rescore_progress)
             rescore_used = "full"
 
     round_ = None

@@ -27,6 +27,7 @@ from .fusion import (
 )
 from .importance import class_conditional_leverage, logistic_sensitivity
 from .mlp import choose_model, mlp_candidate_reason, mlp_repeated_probabilities
+from ..progress import within
 from .neighbors import knn_agreement, knn_class_probabilities, knn_search
 from .probabilities import (Preprocessor, out_of_fold_probabilities, resolve_C, resolve_n_repeats,
                             validate_features, validate_labels)
@@ -154,14 +155,6 @@ MODELS = ("auto", "logistic", "mlp")
 def fold_arrays(state: dict) -> list:
     """The fold assignment of every repeat of the out-of-fold fit (repeat 0 first)."""
     return [np.asarray(state["folds"])] + [np.asarray(r["folds"]) for r in state.get("more_repeats", ())]
-
-
-def _within(callback, lo: float, hi: float):
-    """``callback(fraction, label)`` of a stage that spans ``[lo, hi]`` of the whole run (None
-    when there is no callback)."""
-    if callback is None:
-        return None
-    return lambda f, label: callback(lo + (hi - lo) * min(max(float(f), 0.0), 1.0), label)
 
 
 def _choose_model(model, X, labels, K, P, state, params, backend, random_state, progress_callback=None):
@@ -462,13 +455,13 @@ def score_label_issues(
         P, state = out_of_fold_probabilities(
             X, labels, n_classes=K, n_folds=n_folds, C=C, max_dim=max_dim, folds=folds, n_repeats=n_repeats,
             random_state=random_state, device=device, return_state=True,
-            progress_callback=_within(progress_callback, 0.0, lr_end),
+            progress_callback=within(progress_callback, 0.0, lr_end),
         )
         folds_out = state["folds"]
         params["C_used"] = float(state["C"])
         params["n_repeats_used"] = int(state["n_repeats"])
         P = _choose_model(model, X, labels, K, P, state, params, backend, random_state,
-                          progress_callback=_within(progress_callback, lr_end, fit_end))
+                          progress_callback=within(progress_callback, lr_end, fit_end))
     nbr = dist = leverage = None
     rest = 1.0 - fit_end  # kNN, leverage, the update's preconditioner, fusion
     if X is not None:
