@@ -307,3 +307,28 @@ def test_progress_callback_reports_each_stage_in_order():
         assert labels.index("Finding 10 neighbours per sample") > max(
             i for i, l in enumerate(labels) if l.startswith("Fitting fold"))
         assert labels[-2:] == ["Fusing the scores and flags", "Scored 400 samples"]
+
+
+def test_update_progress_reports_each_repeat_refit():
+    """update_label_issues(progress_callback=...): one report per repeat's refit (the longest step
+    of an update at scale), per fold MLP when the MLP is fitted again, fractions non-decreasing."""
+    from label_audit.scoring.incremental import update_label_issues
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64) + 2 * (X[:, 1] > 0)
+    y2 = y.copy()
+    y2[:8] = (y2[:8] + 1) % 4
+    for model, kwargs, expected in (("logistic", {}, ["Refitting the fold models (repeat %d of 3)" % i
+                                                      for i in (1, 2, 3)]),
+                                    ("mlp", dict(mlp_update="refit"), ["Fitting fold MLPs (repeat %d of 3)" % i
+                                                                       for i in (1, 1, 1, 1, 1, 2, 2, 2, 2, 2,
+                                                                                 3, 3, 3, 3, 3)])):
+        r = score_label_issues(y, X, n_repeats=3, model=model)
+        seen = []
+        update_label_issues(r, X, y2, progress_callback=lambda f, l: seen.append((f, l)), **kwargs)
+        fractions = [f for f, _ in seen]
+        labels = [l for _, l in seen]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+        assert [l for l in labels if "repeat" in l] == expected
+        assert max(f for f, l in seen if "repeat" in l) <= 0.7

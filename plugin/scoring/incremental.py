@@ -92,6 +92,7 @@ import time
 
 import numpy as np
 
+from ..progress import within
 from .engine import LabelIssueResult, _finish
 from .importance import class_conditional_leverage
 from .mlp import MLP_UPDATE_EPOCHS, check_epochs
@@ -330,8 +331,10 @@ def update_label_issues(
         else two-hop.
     device : torch device for the refit (default 'cuda' when available).
     progress_callback : callable, optional; called as ``progress_callback(fraction, stage)`` at
-        each stage ("Refitting the fold models", "Updating the neighbours", "Updating leverage",
-        "Fusing the scores and flags", then 1.0), ``fraction`` non-decreasing in [0, 1].
+        each stage ("Refitting the fold models", then one report per repeat of the out-of-fold
+        fit ("Refitting the fold models (repeat 2 of 5)") or per fold MLP fitted again, within
+        [0, 0.7]; "Updating the neighbours", "Updating leverage", "Fusing the scores and flags",
+        then 1.0), ``fraction`` non-decreasing in [0, 1].
 
     Returns
     -------
@@ -423,7 +426,8 @@ def update_label_issues(
             used = "mlp_finetune"
         else:
             P, models = mlp_repeated_probabilities(Z, new_labels, kept_folds, n_classes=K,
-                                                   random_state=params.get("random_state", 0), return_models=True)
+                                                   random_state=params.get("random_state", 0), return_models=True,
+                                                   progress_callback=within(report, 0.0, 0.7))
             used = "mlp"
         new_state["mlp_models"] = models
     elif refit and "coef" in state and touched.any():
@@ -444,7 +448,10 @@ def update_label_issues(
 
             sq_norms = _row_sq_norms(state["preprocessor"], X)[keep]
         P_sum, refitted = None, []
-        for rep_state in repeats:
+        for rep_i, rep_state in enumerate(repeats):
+            if len(repeats) > 1:  # a repeat's refit is the update's longest step at scale
+                report(0.7 * rep_i / len(repeats),
+                       "Refitting the fold models (repeat %d of %d)" % (rep_i + 1, len(repeats)))
             P_new, ms, rep_info = _refit_one_repeat(
                 solver, X, labels, rep_state, result, keep, touched, rem, converge=converge,
                 newton_steps=newton_steps, newton_rtol=newton_rtol, cg_max_iter=cg_max_iter,
