@@ -47,11 +47,7 @@ Runs and fields, for ``label_fields=["pose", ...]`` and ``audit_key="audit"``:
   deletion (``<task key>_excluded``). Samples with no scored task get None.
 """
 
-import logging
-
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 GROUP_METHOD = "label_audit.multitask_quality"
 COMBINE = ("max", "noisy_or")

@@ -32,11 +32,7 @@ classification): each task is then scored as its own run with key
 :mod:`label_audit.multitask`.
 """
 
-import logging
-
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 RUN_METHOD = "label_audit.label_quality"
 
