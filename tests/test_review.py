@@ -329,19 +329,26 @@ def test_objects_decided_through_labels_and_patches(digits_dir):
         ds.delete()
 
 
+def _relabel_top_object(ds, **apply_kwargs):
+    """Scores the objects, relabels the top suspect and applies; returns
+    ``(label id, sample id, old label, new label)``."""
+    la.compute_label_quality(ds, "objects", progress=False)
+    patches = la.suspects(ds, n=1)
+    lid, sid = patches.values("objects.id")[0], patches.values("sample_id")[0]
+    old_label = patches.values("objects.label")[0]
+    new_label = "0" if old_label != "0" else "1"
+    la.tag_decisions(patches, "relabel", label=new_label)
+    la.apply_decisions(ds, rescore="none", **apply_kwargs)
+    return lid, sid, old_label, new_label
+
+
 def test_undo_on_objects_keeps_later_box_edits_and_other_runs_attributes(digits_dir):
     """Undo restores what the apply owned (label, audit_* attributes, audit: tags)
     and keeps what changed on the objects since (a moved box, another run's scores)."""
     _, _, targets = digits_dir
     ds = _objects_dataset(digits_dir, targets[:120])
     try:
-        la.compute_label_quality(ds, "objects", progress=False)
-        patches = la.suspects(ds, n=1)
-        lid, sid = patches.values("objects.id")[0], patches.values("sample_id")[0]
-        old_label = patches.values("objects.label")[0]
-        new_label = "0" if old_label != "0" else "1"
-        la.tag_decisions(patches, "relabel", label=new_label)
-        la.apply_decisions(ds, rescore="none")
+        lid, sid, old_label, new_label = _relabel_top_object(ds)
         # after the apply: the user moves the box, another run writes an attribute
         sample = ds[sid]
         for det in sample.objects.detections:
@@ -360,3 +367,134 @@ def test_undo_on_objects_keeps_later_box_edits_and_other_runs_attributes(digits_
         assert det.tags == ["audit:relabel"]  # the decision is pending again, as before the apply
     finally:
         ds.delete()
+
+
+def test_undo_keeps_later_edits_the_apply_did_not_make(scored):
+    """An undo puts back what the apply wrote and nothing else: the Classification's later
+    confidence/attribute/tag edits stay, and a soft-deleted or ok row's later label edit
+    stays (the apply never wrote those labels)."""
+    ds = scored
+    ids = la.suspects(ds, n=3).values("id")
+    relabelled, deleted, ok = ids
+    old = ds[relabelled].ground_truth.label
+    la.tag_decisions(ds.select([relabelled]), "relabel", label="0" if old != "0" else "1")
+    la.tag_decisions(ds.select([deleted]), "delete")
+    la.tag_decisions(ds.select([ok]), "ok")
+    la.apply_decisions(ds, rescore="none", record_round=False)
+    edits = {}
+    for sid in ids:
+        s = ds[sid]
+        s.ground_truth.confidence = 0.123
+        s.ground_truth["reviewer"] = "bob"
+        s.ground_truth.tags = ["checked"]
+        if sid != relabelled:
+            s.ground_truth.label = "9" if s.ground_truth.label != "9" else "8"
+            edits[sid] = s.ground_truth.label
+        s.save()
+    la.undo_decisions(ds)
+    ds.reload()
+    for sid in ids:
+        gt = ds[sid].ground_truth
+        assert (gt.confidence, gt["reviewer"], gt.tags) == (0.123, "bob", ["checked"])
+    assert ds[relabelled].ground_truth.label == old
+    assert {sid: ds[sid].ground_truth.label for sid in edits} == edits
+    assert not ds.has_sample_field("audit_excluded")  # declared by the apply: gone with it
+
+
+def test_a_new_decision_replaces_an_applied_soft_deletion(scored):
+    ds = scored
+    sid = la.suspects(ds, n=1).values("id")[0]
+    la.tag_decisions(ds.select([sid]), "delete")
+    la.apply_decisions(ds, rescore="none", record_round=False)
+    assert ds[sid].audit_excluded is True
+    la.tag_decisions(ds.select([sid]), "ok")
+    la.apply_decisions(ds, rescore="none", record_round=False)
+    assert ds[sid].audit_applied == "ok" and ds[sid].audit_excluded is False
+    la.undo_decisions(ds)
+    assert ds[sid].audit_excluded is True and ds[sid].audit_applied == "delete"
+
+
+def test_summary_says_stale_rows_were_applied_with_on_stale_ignore(scored):
+    ds = scored
+    ids = la.suspects(ds, n=2).values("id")
+    la.tag_decisions(ds.select(ids), "ok")
+    s = ds[ids[0]]
+    s.ground_truth.label = "9" if s.ground_truth.label != "9" else "8"
+    s.save()
+    rep = la.apply_decisions(ds, rescore="none", record_round=False, on_stale="ignore")
+    assert rep.num_applied == 2 and "1 stale sample(s) (edited since scoring) applied anyway" in rep.summary()
+
+
+def test_hard_delete_refused_on_video_datasets(tmp_path):
+    import fiftyone as fo
+
+    ds = fo.Dataset()
+    try:
+        ds.add_samples([fo.Sample(filepath=str(tmp_path / ("v%d.mp4" % i)),
+                                  gt=fo.Classification(label=str(i % 2))) for i in range(30)])
+        for s in ds:
+            s.frames[1] = fo.Frame(x=1)
+            s.save()
+        rng = np.random.default_rng(0)
+        ds.set_values("embeddings", list(rng.normal(size=(30, 4)).astype(np.float32)))
+        la.compute_label_quality(ds, "gt", k=3, progress=False)
+        sid = ds.first().id
+        la.tag_decisions(ds.select([sid]), "delete")
+        before = raw_docs(ds)
+        with pytest.raises(ValueError, match="on a video dataset an undo could not restore"):
+            la.apply_decisions(ds, confirm_delete=True, rescore="none", record_round=False)
+        assert raw_docs(ds) == before and ds.count("frames") == 30
+    finally:
+        ds.delete()
+
+
+def test_undo_on_objects_leaves_objects_the_apply_did_not_change(digits_dir):
+    """Only the applied objects get their label and this key's attributes back: another
+    object of the same sample keeps its later edit, and another audit key's attributes
+    (audit_v2_*, which also start with 'audit_') survive on every object."""
+    _, _, targets = digits_dir
+    ds = _objects_dataset(digits_dir, targets[:120])
+    try:
+        lid, sid, old_label, _ = _relabel_top_object(ds, record_round=False)
+        la.compute_label_quality(ds, "objects", audit_key="audit_v2", progress=False)
+        sample = ds[sid]
+        other = [d for d in sample.objects.detections if d.id != lid][0]
+        other.label = "5" if other.label != "5" else "6"
+        sample.save()
+        la.undo_decisions(ds)
+        dets = {d.id: d for d in ds[sid].objects.detections}
+        assert dets[lid].label == old_label and dets[other.id].label == other.label
+        for det in dets.values():
+            assert det["audit_v2_label_issue_score"] is not None
+    finally:
+        ds.delete()
+
+
+def test_an_interrupted_export_leaves_the_previous_files_whole(scored, tmp_path, monkeypatch):
+    import csv as csv_module
+
+    from label_audit.review import export as export_module
+
+    ds = scored
+    la.tag_decisions(ds.select(la.suspects(ds, n=2).values("id")), "delete")
+    la.apply_decisions(ds, rescore="none", record_round=False)
+    la.export_cleanset(ds, str(tmp_path))
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert len(before["exclude.txt"].splitlines()) == 2
+
+    real_writer = csv_module.writer
+
+    class Interrupted:
+        def __init__(self, f):
+            self.w, self.n = real_writer(f), 0
+
+        def writerow(self, row):
+            self.n += 1
+            if self.n == 10:
+                raise KeyboardInterrupt
+            self.w.writerow(row)
+
+    monkeypatch.setattr(export_module.csv, "writer", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        la.export_cleanset(ds, str(tmp_path), overwrite=True)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before  # no .tmp files left

@@ -87,9 +87,11 @@ class ApplyReport:
                 lines.append("Deleted %d %s(s) (undo_decisions restores them)"
                              % (len(self.hard_deleted), self.what))
         if self.stale:
+            applied_ids = {c["id"] for c in self.changes}
+            action = ("applied anyway" if applied_ids & set(self.stale) else
+                      "skipped" if self.num_applied or not self.message else "")
             lines.append("%d stale %s(s) (edited since scoring) %s"
-                         % (len(self.stale), self.what,
-                            "skipped" if self.num_applied or not self.message else ""))
+                         % (len(self.stale), self.what, action))
         if self.skipped:
             lines.append("Skipped %d: %s" % (len(self.skipped), ", ".join(
                 "%d %s" % (n, r) for r, n in Counter(self.skipped.values()).items())))
@@ -120,7 +122,11 @@ def _schema_paths(ctx):
     return [ctx.root_path(ctx.fields[n]) for n in ("original_label", "excluded", "applied")]
 
 
-def _before_image(ctx, sample_ids, full_ids=()):
+def _before_image(ctx, sample_ids, full_ids=(), rows=None, relabelled=None):
+    """What :func:`_restore_image` puts back: the touched fields of the samples
+    ``sample_ids`` (whole documents for ``full_ids``, the samples to delete), the
+    applied row ids ``rows`` and the ``relabelled`` ones (the only rows whose label
+    the apply writes: an undo restores no other label, so later edits survive)."""
     from bson import ObjectId, json_util
 
     coll = ctx.root._sample_collection
@@ -132,32 +138,53 @@ def _before_image(ctx, sample_ids, full_ids=()):
         full = list(coll.find({"_id": {"$in": [ObjectId(s) for s in set(full_ids)]}}))
     declared = [p for p in _schema_paths(ctx) if not ctx.root.has_field(p)]
     return dict(fields=fields, docs=json_util.dumps(docs), deleted_docs=json_util.dumps(full),
-                declared=declared)
+                declared=declared, rows=None if rows is None else list(rows),
+                relabelled=None if relabelled is None else list(relabelled))
 
 
-def _merge_label_list(ctx, before, current, tag_prefix):
-    """The label list document to restore on undo: each object as it was before
-    the apply for what the apply owns (its ``label``, this key's ``<key>_*``
-    attributes, this key's ``<key>:`` tags), and as it is now for everything
-    else (boxes, other attributes such as another run's scores, other tags), so
-    an undo never reverts edits or runs made after the apply. Objects the apply
-    hard-deleted come back whole; objects added since are kept."""
-    attr_prefix = ctx.audit_key + "_"
+def _owned_attributes(ctx):
+    """The exact names of the row attributes this audit key writes (decision state and
+    scores): another key's ``<key>_v2_...`` attributes are not among them."""
+    return set(ctx.fields.values()) | set(ctx.score_fields.values())
+
+
+def _merge_label(before, current, restore_label, owned, tag_prefix):
+    """One label document to restore: this key's attributes and ``<key>:`` tags as they
+    were before the apply, the ``label`` too if the apply wrote it, everything else
+    (confidence, boxes, other attributes and tags) as it is now."""
+    take = (lambda k: k in owned or k == "label") if restore_label else (lambda k: k in owned)
+    merged = {k: v for k, v in current.items() if not take(k)}
+    merged.update({k: v for k, v in before.items() if take(k)})
+    if "tags" in before or "tags" in current:
+        merged["tags"] = [t for t in current.get("tags") or [] if not t.startswith(tag_prefix)] + [
+            t for t in before.get("tags") or [] if t.startswith(tag_prefix)]
+    return merged
+
+
+def _merge_label_list(ctx, before, current, tag_prefix, rows=None, relabelled=None):
+    """The label list document to restore on undo. Objects the apply changed get back
+    what the apply owns (this key's attributes and ``<key>:`` tags, and the ``label`` if
+    it relabelled them) and keep everything else as it is now (boxes, other attributes
+    such as another run's scores, other tags); objects it did not change stay exactly as
+    they are now, so an undo never reverts edits or runs made after the apply. Objects
+    the apply hard-deleted come back whole; objects added since are kept.
+    ``rows``/``relabelled`` (str ids; None for records written before they were kept:
+    every object of the touched samples)."""
+    owned = _owned_attributes(ctx)
     now = {d.get("_id"): d for d in (current or {}).get(ctx.list_field) or []}
     out, seen = [], set()
     for obj in (before or {}).get(ctx.list_field) or []:
-        cur = now.get(obj.get("_id"))
-        seen.add(obj.get("_id"))
+        oid = obj.get("_id")
+        cur = now.get(oid)
+        seen.add(oid)
         if cur is None:
             out.append(obj)
             continue
-        merged = {k: v for k, v in cur.items()
-                  if not (k == "label" or k.startswith(attr_prefix))}
-        merged.update({k: v for k, v in obj.items()
-                       if k == "label" or k.startswith(attr_prefix)})
-        merged["tags"] = [t for t in cur.get("tags") or [] if not t.startswith(tag_prefix)] + [
-            t for t in obj.get("tags") or [] if t.startswith(tag_prefix)]
-        out.append(merged)
+        if rows is not None and str(oid) not in rows:
+            out.append(cur)
+            continue
+        restore_label = relabelled is None or str(oid) in relabelled
+        out.append(_merge_label(obj, cur, restore_label, owned, tag_prefix))
     out.extend(d for i, d in now.items() if i not in seen)
     restored = dict(current)
     restored[ctx.list_field] = out
@@ -189,21 +216,35 @@ def _restore_image(ctx, image):
         current_tags = {d["_id"]: d.get("tags") or [] for d in coll.find(
             {"_id": {"$in": [d["_id"] for d in docs]}}, {"tags": 1})}
     current_labels = {}
-    if ctx.patches and docs:
+    if docs:
         current_labels = {d["_id"]: d.get(ctx.label_field) for d in coll.find(
             {"_id": {"$in": [d["_id"] for d in docs]}}, {ctx.label_field: 1})}
+    rows = None if image.get("rows") is None else set(image["rows"])
+    relabelled = None if image.get("relabelled") is None else set(image["relabelled"])
+    owned = _owned_attributes(ctx)
     ops = []
     for doc in docs:
         sets = {f: doc[f] for f in image["fields"] if f in doc}
-        if ctx.patches and ctx.label_field in sets and current_labels.get(doc["_id"]):
+        cur = current_labels.get(doc["_id"])
+        if ctx.patches and ctx.label_field in sets and cur:
             sets[ctx.label_field] = _merge_label_list(
-                ctx, sets[ctx.label_field], current_labels[doc["_id"]], prefix)
+                ctx, sets[ctx.label_field], cur, prefix, rows, relabelled)
+        elif not ctx.patches and relabelled is not None and cur:
+            # the Classification as it is now, with the label the apply replaced (if it
+            # relabelled this sample): later edits of its confidence, attributes or tags stay
+            before = sets.get(ctx.label_field)
+            if before:
+                sets[ctx.label_field] = _merge_label(
+                    before, cur, str(doc["_id"]) in relabelled, owned, prefix)
+            else:
+                sets.pop(ctx.label_field, None)
         if "tags" in sets and doc["_id"] in current_tags:
             sets["tags"] = [t for t in current_tags[doc["_id"]] if not t.startswith(prefix)] + [
                 t for t in sets["tags"] or [] if t.startswith(prefix)]
         sets["last_modified_at"] = now
         update = {"$set": sets}
-        unsets = {f: "" for f in image["fields"] if f not in doc}
+        unsets = {f: "" for f in image["fields"] if f not in doc
+                  and not (f == ctx.label_field and relabelled is not None)}  # never written
         if unsets:
             update["$unset"] = unsets
         ops.append(UpdateOne({"_id": doc["_id"]}, update))
@@ -496,8 +537,15 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
 
     report(0.2, "Applying")
     touched_sids = [sids[i] for i in rows]
+    if hard and not ctx.patches and ctx.root.media_type != "image":
+        raise ValueError(
+            "Not deleting: confirm_delete removes whole samples, and on a %s dataset an undo "
+            "could not restore their frames/slices. Nothing was changed. Apply without "
+            "confirm_delete to exclude them (flag %r) instead" % (ctx.root.media_type, F["excluded"]))
     image = _before_image(ctx, touched_sids,
-                          full_ids=[sids[i] for i in hard] if not ctx.patches else ())
+                          full_ids=[sids[i] for i in hard] if not ctx.patches else (),
+                          rows=[ids[i] for i in rows],
+                          relabelled=[ids[i] for i in rows if decisions[i] == "relabel"])
     score_image = _score_image(ctx) if rescore != "none" else None
     snapshot_before = dict(snap)
 
@@ -527,6 +575,8 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
             change["to"] = None
         else:
             change["to"] = lab
+        if d != "delete" and excluded:
+            excluded = False  # a new decision replaces an applied (soft) deletion
         st_rows.append(ids[i])
         st_sids.append(sids[i])
         st_cols[F["original_label"]].append(orig)
@@ -597,8 +647,11 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
 
 
 def _check_not_edited_since(ctx, entry):
-    """Raises if a label written by the apply ``entry`` was changed since."""
-    rows = [c for c in entry["changes"] if c["decision"] in ("relabel", "ok")]
+    """Raises if a label written by the apply ``entry`` was changed since (the labels of
+    relabelled rows: an undo restores no other label; records written before the undo
+    kept that apart: the ``ok`` rows' labels too)."""
+    restored = ("relabel",) if (entry.get("before") or {}).get("relabelled") is not None else ("relabel", "ok")
+    rows = [c for c in entry["changes"] if c["decision"] in restored]
     if not rows:
         return
     current = ctx.read([c["id"] for c in rows], [c["sample_id"] for c in rows],

@@ -74,6 +74,37 @@ def export_cleanset(samples, output_dir, audit_key="audit", label_field=None,
     attrs = ["label", "tags"] + [S[c] for c in score_names] + list(F.values())
     vals = ctx.read(ids, sids, attrs)
     paths = dict(zip(*ctx.root.select(list(dict.fromkeys(sids))).values(["id", "filepath"])))
+    counts = {}
+    # both files are written to temporary names and then renamed: an error or Ctrl-C half-way
+    # leaves the previous export whole (never a truncated cleanset.csv beside an old exclude.txt)
+    csv_tmp, exclude_tmp = csv_path + ".tmp", exclude_path + ".tmp"
+    try:
+        _write_files(ctx, ids, sids, vals, paths, score_names, csv_tmp, exclude_tmp, counts)
+        os.replace(exclude_tmp, exclude_path)
+        os.replace(csv_tmp, csv_path)
+    finally:
+        for tmp in (csv_tmp, exclude_tmp):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    n_excl, n_relab = counts["excluded"], counts["relabelled"]
+    clone = None
+    if clone_name is not None:
+        from fiftyone import ViewField as VF
+
+        clone = samples.clone(clone_name) if not samples._is_patches else \
+            ctx.root.select(list(dict.fromkeys(sids))).clone(clone_name)
+        if ctx.patches:
+            clone.delete_labels(view=clone.filter_labels(ctx.label_field,
+                                                         VF(F["excluded"]) == True),  # noqa: E712
+                                fields=ctx.label_field)
+        elif clone.has_field(F["excluded"]):
+            clone.delete_samples(clone.match(VF(F["excluded"]) == True))  # noqa: E712
+    return ExportReport(csv_path, exclude_path, len(ids), n_excl, n_relab, clone)
+
+
+def _write_files(ctx, ids, sids, vals, paths, score_names, csv_path, exclude_path, counts):
+    """Writes the cleanset CSV and the exclude list; counts the excluded/relabelled rows."""
+    F, S = ctx.fields, ctx.score_fields
     n_excl = n_relab = 0
     excluded_lines = []
     with open(csv_path, "w", newline="") as f:
@@ -100,16 +131,4 @@ def export_cleanset(samples, output_dir, audit_key="audit", label_field=None,
             w.writerow([row[c] for c in COLUMNS])
     with open(exclude_path, "w") as f:
         f.writelines(line + "\n" for line in excluded_lines)
-    clone = None
-    if clone_name is not None:
-        from fiftyone import ViewField as VF
-
-        clone = samples.clone(clone_name) if not samples._is_patches else \
-            ctx.root.select(list(dict.fromkeys(sids))).clone(clone_name)
-        if ctx.patches:
-            clone.delete_labels(view=clone.filter_labels(ctx.label_field,
-                                                         VF(F["excluded"]) == True),  # noqa: E712
-                                fields=ctx.label_field)
-        elif clone.has_field(F["excluded"]):
-            clone.delete_samples(clone.match(VF(F["excluded"]) == True))  # noqa: E712
-    return ExportReport(csv_path, exclude_path, len(ids), n_excl, n_relab, clone)
+    counts.update(excluded=n_excl, relabelled=n_relab)
