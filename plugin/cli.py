@@ -32,11 +32,15 @@ def _embed(argv):
         print("error: no FiftyOne dataset named %r (fiftyone datasets list)" % args.dataset,
               file=sys.stderr)
         return 2
-    report = label_audit.compute_embeddings(
-        fo.load_dataset(args.dataset), model=args.model,
-        embeddings_field=args.embeddings_field, patches_field=args.patches_field,
-        use_masks=args.use_masks, batch_size=args.batch_size,
-        num_workers=args.num_workers, reduce_dims=args.reduce_dims, device=args.device)
+    try:
+        report = label_audit.compute_embeddings(
+            fo.load_dataset(args.dataset), model=args.model,
+            embeddings_field=args.embeddings_field, patches_field=args.patches_field,
+            use_masks=args.use_masks, batch_size=args.batch_size,
+            num_workers=args.num_workers, reduce_dims=args.reduce_dims, device=args.device)
+    except ValueError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
     print(report.summary())
     return 0
 
@@ -50,6 +54,16 @@ def _int_or_auto(value):
         raise argparse.ArgumentTypeError("expected a positive integer or 'auto'; got %r" % value) from None
 
 
+def _positive_int(value):
+    try:
+        v = int(value)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer; got %r" % value)
+    return v
+
+
 def _score(argv):
     parser = argparse.ArgumentParser(prog="label-audit score",
                                      description="Compute label quality for a FiftyOne dataset")
@@ -59,11 +73,11 @@ def _score(argv):
                              "Classification fields = one task each (multi-task audit)")
     parser.add_argument("--embeddings-field", default="embeddings")
     parser.add_argument("--audit-key", default="audit")
-    parser.add_argument("--n-folds", type=int, default=5)
+    parser.add_argument("--n-folds", type=_positive_int, default=5)
     parser.add_argument("--n-repeats", type=_int_or_auto, default="auto",
                         help="fold assignments the out-of-fold probabilities are averaged over "
                              "(an int, or 'auto': 5 on small data down to 1 from 100k x 256 x 80)")
-    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--k", type=_positive_int, default=10, help="neighbours per sample")
     parser.add_argument("--model", choices=("auto", "logistic", "mlp"), default="auto",
                         help="out-of-fold model: logistic regression, a one-hidden-layer MLP, or "
                              "auto (the MLP where it predicts the given labels clearly better out "

@@ -186,7 +186,11 @@ def _check_keys(samples, audit_key, fields, task_keys):
     from .review.evaluate import evaluation_key
     from .review.state import review_key
 
+    from .runs import check_run_key
+
     root = samples._root_dataset
+    if not isinstance(audit_key, str) or not audit_key.isidentifier():
+        check_run_key(samples, audit_key, GROUP_METHOD)  # raises: invalid key
     runs = set(root.list_runs())
     if audit_key in runs:
         method = getattr(root.get_run_info(audit_key).config, "method", None)
@@ -434,9 +438,16 @@ def _compute_multitask(samples, label_fields, embeddings_field, audit_key, class
         try:
             cls = _resolve_classes(samples, f, [labs[r] for r in keep], (classes or {}).get(f))
         except ValueError as e:
-            raise ValueError("Task %r cannot be audited: %s. Drop %r from label_fields (a task "
-                             "with one class has nothing to confuse)" % (f, e, f)) from None
+            hint = (". Drop %r from label_fields (a task with one class has nothing to confuse)" % f
+                    if "at least two classes" in str(e) else "")
+            raise ValueError("Task %r cannot be audited: %s%s" % (f, e, hint)) from None
         prepared.append((f, labs, keep, skipped, dim, cls))
+    dims = {p[0]: p[4] for p in prepared}
+    if len(set(dims.values())) > 1:
+        raise ValueError(
+            "The embeddings in %r have different dimensions across tasks (%s): one embedding "
+            "model for every sample is needed; recompute them with label_audit.compute_embeddings"
+            % (embeddings_field, ", ".join("%d for task %r" % (d, f) for f, d in dims.items())))
 
     # one float32 matrix of the rows with an embedding; tasks index into it
     # only rows some task kept (validated there): an unlabelled sample with an odd
@@ -453,10 +464,13 @@ def _compute_multitask(samples, label_fields, embeddings_field, audit_key, class
         index = {c: i for i, c in enumerate(cls)}
         y = np.array([index[labs[r]] for r in keep], dtype=np.int64)
         X = X_all[[pos[r] for r in keep]]
-        result = score_label_issues(y, features=X, classes=cls, n_folds=n_folds, k=k,
-                                    random_state=random_state,
-                                    progress_callback=report.within(lo, hi, "task %r: " % f),
-                                    **score_kwargs)
+        try:
+            result = score_label_issues(y, features=X, classes=cls, n_folds=n_folds, k=k,
+                                        random_state=random_state,
+                                        progress_callback=report.within(lo, hi, "task %r: " % f),
+                                        **score_kwargs)
+        except ValueError as e:
+            raise ValueError("Task %r: %s Nothing was written" % (f, e)) from None
         scored.append((f, labs, keep, skipped, cls, y, result))
     del X_all
 

@@ -102,8 +102,11 @@ class LabelQualityResults:
             % (self.audit_key, self.label_field, len(self.ids), what, len(self.skipped),
                int(r.is_label_issue.sum()), int(r.is_outlier.sum()),
                int(r.is_ambiguous.sum())),
-            "Sort by %r (descending) to review the most likely errors first."
-            % self.fields["label_issue_score"],
+            ("Sort by %r (descending) to review the most likely errors first."
+             % self.fields["label_issue_score"]) if not self.patches else
+            ("The scores are attributes of each object: label_audit.suspects(dataset, "
+             "audit_key=%r) is the patches view sorted by %r (descending)."
+             % (self.audit_key, self.fields["label_issue_score"])),
         ]
         losses = r.params.get("held_out_log_loss")
         if losses:
@@ -157,11 +160,21 @@ def _read_rows(samples, label_field, embeddings_field, kind, list_field):
 def _resolve_classes(samples, label_field, labels, classes):
     present = sorted({l for l in labels if l is not None})
     if classes is None:
-        classes = samples.get_classes(label_field) or samples.default_classes or present
+        classes = samples.classes.get(label_field)  # (get_classes falls back to the default)
+        default = samples.default_classes
+        if not classes and default and set(default) & set(present):
+            # the dataset-wide default, unless it names none of this field's labels (then it
+            # belongs to another field, e.g. another task of a multi-task dataset)
+            classes = default
         # keep the dataset's declared order, and add any label it misses
-        classes = list(classes) + [c for c in present if c not in set(classes)]
+        classes = list(classes or present)
+        classes += [c for c in present if c not in set(classes)]
     else:
         classes = list(classes)
+        dup = sorted({c for c in classes if classes.count(c) > 1})
+        if dup:
+            raise ValueError("The given classes name %s more than once: pass each class once"
+                             % dup[:10])
         unknown = sorted(set(present) - set(classes))
         if unknown:
             raise ValueError(
@@ -233,6 +246,37 @@ def _result_columns(result, classes, keep, n_rows, names):
                 col[r] = v if np.isfinite(v) else None
         columns[names[name]] = (kind_, col)
     return columns
+
+
+def check_audit_key(samples, audit_key, label_field):
+    """Raises before anything is written if ``audit_key`` is not a valid run key, holds
+    another kind of run or a label-quality run of another label field (FiftyOne's own runs
+    refuse that too), or is, or would need, the review/evaluation record of another run."""
+    from .review.evaluate import evaluation_key
+    from .review.state import review_key
+    from .runs import check_run_key, run_method
+
+    check_run_key(samples, audit_key, RUN_METHOD)
+    root = samples._root_dataset
+    if run_method(samples, audit_key) == RUN_METHOD:
+        other = root.get_run_info(audit_key).config.serialize().get("label_field")
+        if other is not None and other != label_field:
+            raise ValueError(
+                "Audit key %r holds the label-quality run of field %r; scoring %r under it would "
+                "replace that run and leave its review record pointing at the wrong field. "
+                "Choose another audit_key, or dataset.delete_run(%r) first. Nothing was written"
+                % (audit_key, other, label_field, audit_key))
+    for suffix, own in (("_review", review_key(audit_key)), ("_evaluation", evaluation_key(audit_key))):
+        if audit_key.endswith(suffix) and run_method(samples, audit_key[: -len(suffix)]) is not None:
+            raise ValueError(
+                "Audit key %r is reserved for the %s record of audit run %r: choose another "
+                "audit_key. Nothing was written" % (audit_key, suffix[1:], audit_key[: -len(suffix)]))
+        method = run_method(samples, own)
+        if method is not None and method != "label_audit." + suffix[1:]:
+            raise ValueError(
+                "Audit key %r needs the key %r for its %s record, but that key holds a %s run: "
+                "choose another audit_key, or dataset.delete_run(%r) first. Nothing was written"
+                % (audit_key, own, suffix[1:], method, own))
 
 
 def _record_run(samples, audit_key, label_field, embeddings_field, patches, classes, n_folds,
@@ -331,6 +375,7 @@ def _compute_label_quality(samples, label_field, embeddings_field, audit_key, cl
     if len(samples) == 0:
         raise ValueError("The view is empty: there is nothing to score")
     refuse_group_key(samples, audit_key, label_field)
+    check_audit_key(samples, audit_key, label_field)
     kind, list_field = _label_list_field(samples, label_field)
     patches = kind == "patches"
     if patches:

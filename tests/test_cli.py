@@ -23,6 +23,21 @@ def test_unknown_dataset_is_a_clear_error():
     assert out.returncode == 2 and "no FiftyOne dataset named" in out.stderr
 
 
+def test_bad_numbers_and_bad_fields_are_usage_errors_not_tracebacks():
+    import fiftyone as fo
+
+    out = _cli("score", "no-such-dataset-xyz", "ground_truth", "--k", "0")
+    assert out.returncode == 2 and "--k: expected a positive integer; got '0'" in out.stderr
+    ds = fo.Dataset()
+    try:
+        ds.add_sample(fo.Sample(filepath="/tmp/x.png", gt=fo.Classification(label="a")))
+        ds.persistent = True  # visible to the CLI's process
+        out = _cli("embed", ds.name, "--patches-field", "gt")
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    finally:
+        ds.delete()
+
+
 def test_score_command_writes_fields(digits_embeddings):
     import fiftyone as fo
 

@@ -154,6 +154,29 @@ def test_masks_black_out_background(canvas_dataset, lite0):
     assert _cos(vecs, expected).min() > 0.9999
 
 
+def test_masks_stored_on_disk_are_read(canvas_dataset, lite0, tmp_path):
+    """Detection.mask_path (FiftyOne's on-disk masks) is applied like Detection.mask; a mask
+    file that cannot be read is reported for that object."""
+    ds, filepaths = canvas_dataset
+    sample = ds.first()
+    top_half = np.zeros((32, 32), dtype=np.uint8)
+    top_half[:16] = 255
+    Image.fromarray(top_half).save(tmp_path / "mask0.png")
+    dets = sample.ground_truth.detections
+    dets[0].mask_path = str(tmp_path / "mask0.png")
+    dets[1].mask_path = str(tmp_path / "missing.png")
+    sample.save()
+    view = ds.select(sample.id)
+    r = la.compute_embeddings(view, model=MODEL, patches_field="ground_truth",
+                              use_masks=True, embeddings_field="masked_disk", progress=False)
+    assert r.num_embedded == 1 and len(r.failures) == 1
+    assert "could not read mask_path" in str(r.failures[0].reason)
+    left = np.asarray(load_rgb(filepaths[0])).copy()
+    left[16:] = 0
+    got = np.asarray(view.values("ground_truth.detections.masked_disk", unwind=True)[0])[None]
+    assert _cos(got, _direct(lite0, [Image.fromarray(left)])).min() > 0.9999
+
+
 def test_polyline_masks(tmp_path, digits_dir, dataset, lite0):
     import fiftyone as fo
 
@@ -314,6 +337,23 @@ def test_zoo_names_resolve_and_fiftyone_models_run_through_fiftyone(digits_datas
     assert r.num_embedded == 4
     ours = la.compute_embeddings(view, model=MODEL, embeddings_field=None, progress=False)
     assert _cos(np.stack(view.values("fo_emb")), ours.embeddings).min() > 0.9999
+    # options FiftyOne's own path would ignore are refused, not silently dropped
+    for kwargs in (dict(reduce_dims=2), dict(use_masks=True, patches_field="ground_truth")):
+        with pytest.raises(ValueError, match="does not apply %s" % list(kwargs)[0]):
+            la.compute_embeddings(view, model=fo_model, embeddings_field="fo_emb2", progress=False, **kwargs)
+    assert not digits_dataset.has_sample_field("fo_emb2")
+
+
+def test_custom_module_with_a_fixed_input_size(digits_dataset):
+    """The embedding size is probed through the given transform (a module that only takes
+    32x32 inputs used to fail on a 224x224 probe)."""
+    from torchvision import transforms as T
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4))
+    transform = T.Compose([T.Resize((32, 32)), T.ToTensor()])
+    r = la.compute_embeddings(digits_dataset.limit(3), model=net, transform=transform,
+                              embeddings_field=None, progress=False)
+    assert r.embeddings.shape == (3, 4)
 
 
 def test_interrupted_write_restores_previous_vectors(digits_dataset):

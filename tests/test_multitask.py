@@ -171,6 +171,48 @@ def test_an_unlabelled_sample_with_another_embedding_size_is_ignored(digits_dir)
         ds.delete()
 
 
+def test_task_errors_name_the_task_and_nothing_is_written(digits_dir):
+    """Embedding sizes that differ between tasks, an engine error inside one task and an
+    invalid audit key: clear errors naming the task/key, raised before anything is written."""
+    import fiftyone as fo
+
+    import label_audit as la
+
+    ds = multitask_digits(digits_dir, n=60)
+    try:
+        ids = ds.values("id")
+        ds.select(ids[:30]).set_values("parity", [None] * 30)  # parity: the last 30 only
+        ds.select(ids[30:]).set_values("digit", [None] * 30)  # digit: the first 30 only
+        ds.select(ids[30:]).set_values("magnitude", [None] * 30)  # magnitude: the first 30
+        ds.select(ids[30:]).set_values("embeddings", [[1.0, 2.0, 3.0]] * 30)
+        before = raw_docs(ds)
+        with pytest.raises(ValueError, match=r"different dimensions across tasks \(64 for task 'digit', "
+                                             r"3 for task 'parity'"):
+            la.compute_label_quality(ds, ["digit", "parity"], progress=False)
+        with pytest.raises(ValueError, match=r"Task 'digit': Only N=30 samples for k=40"):
+            la.compute_label_quality(ds, ["digit", "magnitude"], k=40, progress=False)
+        with pytest.raises(ValueError, match=r"Invalid audit_key 'my-audit'"):
+            la.compute_label_quality(ds, ["digit", "magnitude"], audit_key="my-audit", progress=False)
+        assert raw_docs(ds) == before and ds.list_runs() == []
+    finally:
+        ds.delete()
+
+
+def test_default_classes_of_another_field_do_not_leak_into_a_task(mt):
+    """dataset.default_classes naming the digits is not the class list of the parity task."""
+    import label_audit as la
+
+    ds = mt
+    ds.classes = {}  # no per-field classes: the dataset-wide default is all there is
+    ds.default_classes = [str(i) for i in range(10)]
+    res = la.compute_label_quality(ds, ["digit", "parity"], progress=False)
+    assert ds.get_run_info(res.task_keys["parity"]).config.classes == ["even", "odd"]
+    assert ds.get_run_info(res.task_keys["digit"]).config.classes == [str(i) for i in range(10)]
+    from label_audit.review.context import ReviewContext
+
+    assert ReviewContext(ds, res.task_keys["parity"]).classes() == ["even", "odd"]
+
+
 def test_keys_that_would_overwrite_another_run_are_refused(mt):
     import label_audit as la
 
@@ -311,12 +353,15 @@ def test_operators_multitask_round_trip(digits_dir, tmp_path):
 
     ds = multitask_digits(digits_dir, n=120)
     ds.persistent = False
+    ds.select(ds.values("id")[:10]).set_values("digit", [None] * 10)
+    ds.select(ds.values("id")[:10]).set_values("parity", [None] * 10)  # unlabelled: not scored
     try:
         out = _run("compute_label_quality", ds, dict(
             multitask=True, label_fields=["digit", "parity"], audit_key="audit")).result
         assert sorted(out["task_keys"]) == ["audit_digit", "audit_parity"]
         assert out["sort_field"] == "audit_label_issue_score"
-        assert out["num_label_issues"] == int(np.sum(ds.values("audit_is_label_issue")))
+        assert out["num_scored"] == 110 == ds.count("audit_label_issue_score")
+        assert out["num_label_issues"] == ds.count_values("audit_is_label_issue").get(True, 0)
         # review operators offer the task runs, never the group record
         for op in ("relabel", "apply_decisions", "undo_decisions", "cleaning_rounds",
                    "find_confused_classes"):
@@ -337,7 +382,7 @@ def test_operators_multitask_round_trip(digits_dir, tmp_path):
         assert panel_keys(ds) == ["audit", "audit_digit", "audit_parity"]
         assert default_panel_key(ds) == "audit"
         one = panel_data(ds, "audit_parity")
-        assert sum(one["histogram"][0]["y"]) == 120 and "audit_digit" not in one["summary"]
+        assert sum(one["histogram"][0]["y"]) == 110 and "audit_digit" not in one["summary"]  # scored ones
         both = panel_data(ds, "audit")
         assert "audit_digit" in both["summary"] and "audit_parity" in both["summary"]
         ids = la.suspects(ds, audit_key="audit_parity", n=3).values("id")

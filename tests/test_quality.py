@@ -204,3 +204,31 @@ def test_rollback_restores_nested_fields(noisy_digits):
     with pytest.raises(Exception):
         write_rows(ds, {"ground_truth.label": ("str", bad)}, ids, ids, batch_size=100)
     assert ds.values("ground_truth.label") == before
+
+
+def test_audit_keys_that_would_replace_another_run_are_refused_before_writing(noisy_digits):
+    """Invalid keys, keys of other runs, of another field's run and the review/evaluation keys of
+    another run are refused before anything is written (no field, no run left behind)."""
+    ds, *_ = noisy_digits
+    ds.clone_sample_field("ground_truth", "gt2")
+    la.compute_label_quality(ds, "ground_truth", audit_key="audit", progress=False)
+    from label_audit.runs import save_run
+
+    save_run(ds, "emb_run", "label_audit.embeddings", dict(embeddings_field="embeddings"), dict(n=1))
+    fields_before, runs_before = set(ds.get_field_schema()), ds.list_runs()
+    cases = [("my-audit", "ground_truth", r"Invalid audit_key 'my-audit'.*'my_audit'"),
+             ("emb_run", "ground_truth", r"'emb_run' already holds a label_audit.embeddings run"),
+             ("audit", "gt2", r"holds the label-quality run of field 'ground_truth'"),
+             ("audit_review", "gt2", r"reserved for the review record of audit run 'audit'"),
+             ("audit_evaluation", "gt2", r"reserved for the evaluation record")]
+    for key, field, match in cases:
+        with pytest.raises(ValueError, match=match):
+            la.compute_label_quality(ds, field, audit_key=key, progress=False)
+        assert set(ds.get_field_schema()) == fields_before and ds.list_runs() == runs_before
+    # a key whose review record is taken by another kind of run
+    save_run(ds, "other_review", "label_audit.embeddings", dict(a=1), dict(n=1))
+    with pytest.raises(ValueError, match=r"needs the key 'other_review' for its review record"):
+        la.compute_label_quality(ds, "gt2", audit_key="other", progress=False)
+    assert ds.get_run_info("emb_run").config.method == "label_audit.embeddings"
+    # the same key and field is re-scored as before
+    la.compute_label_quality(ds, "ground_truth", audit_key="audit", progress=False)

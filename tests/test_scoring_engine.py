@@ -189,6 +189,16 @@ def test_n_smaller_than_k(small):
         score_label_issues(y[:8], X[:8], k=10)
 
 
+def test_k_and_n_folds_must_be_positive_ints(small):
+    """k=0 used to switch the neighbour evidence and the flags off silently, k=-1 to use
+    N-1 columns of the neighbour table (numpy's negative slice)."""
+    X, y = small
+    for kwargs, match in ((dict(k=0), "k must be an int >= 1; got 0"), (dict(k=-1), "k must be"),
+                          (dict(k=2.5), "k must be"), (dict(n_folds=1), "n_folds must be an int >= 2")):
+        with pytest.raises(ValueError, match=match):
+            score_label_issues(y, X, **kwargs)
+
+
 def test_empty_input():
     with pytest.raises(ValueError, match="Empty"):
         score_label_issues(np.array([], dtype=int), np.zeros((0, 4), np.float32))

@@ -208,7 +208,7 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
         a :class:`DetectionIssuesResults`
     """
     from ..progress import ProgressReporter
-    from ..runs import save_run
+    from ..runs import check_run_key, save_run
 
     report = ProgressReporter(progress, progress_callback, desc="Detection issues")
     try:
@@ -220,6 +220,7 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
             raise ValueError("compute_detection_issues needs an image collection; this one has "
                              "media type %r" % samples.media_type)
         _check_fields(samples, label_field, pred_field)
+        check_run_key(samples, audit_key, RUN_METHOD)
 
         report(0.0, "Reading boxes")
         gp, pp = label_field + ".detections.", pred_field + ".detections."

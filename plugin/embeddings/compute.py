@@ -214,10 +214,12 @@ def _collect_patches(samples, patches_field, list_field, use_masks, skip_crowd):
         boxes = samples.values(prefix + "bounding_box")
         crowd = samples.values(prefix + "iscrowd") if skip_crowd else None
         masks = samples.values(prefix + "mask") if use_masks else None
+        # masks stored on disk (Detection.mask_path): read by the loader's workers
+        mask_paths = samples.values(prefix + "mask_path") if use_masks else None
         polys = None
     else:
         polys = samples.values(prefix + "points")
-        boxes = crowd = masks = None
+        boxes = crowd = masks = mask_paths = None
     specs, ids, skipped = [], [], 0
     from .images import PatchError, polygons_bbox
 
@@ -237,6 +239,8 @@ def _collect_patches(samples, patches_field, list_field, use_masks, skip_crowd):
                 spec = PatchSpec(bbox, polygons=pts if use_masks else None)
             else:
                 mask = masks[s][j] if masks is not None and masks[s] is not None else None
+                if mask is None and mask_paths is not None and mask_paths[s] is not None:
+                    mask = mask_paths[s][j]  # a path: the loader reads it
                 spec = PatchSpec(boxes[s][j], mask=mask)
             row_specs.append(spec)
             row_ids.append(lid)
@@ -306,12 +310,15 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
         ValueError: for a video/empty collection, a wrong patches field, or
             (``skip_failures=False``) the first failure
     """
-    from ..runs import run_key_for, save_run
+    from ..runs import check_run_key, run_key_for, save_run
 
     from ..progress import show_progress
 
     progress = show_progress(progress)
     _check_collection(samples)
+    key = run_key_for(embeddings_field if patches_field is None
+                      else "%s_%s" % (patches_field, embeddings_field))
+    check_run_key(samples, key, RUN_METHOD, what="run key")
     if backend not in ("local", "ray"):
         raise ValueError("backend must be 'local' or 'ray'; got %r" % (backend,))
     zoo = _zoo_model(model)
@@ -320,6 +327,18 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
             raise ValueError("backend='ray' runs torchvision models, efficientnet-lite0 or your own "
                              "torch.nn.Module; %r is a FiftyOne zoo/Model object: use "
                              "backend='local'" % (zoo or type(model).__name__,))
+        unsupported = [name for name, given in (("use_masks", bool(use_masks)),
+                                                 ("reduce_dims", reduce_dims is not None),
+                                                 ("transform", transform is not None),
+                                                 ("padding", bool(padding)))
+                       if given]
+        if unsupported:
+            raise ValueError("%s: FiftyOne zoo/Model objects run through FiftyOne's own "
+                             "compute_embeddings, which does not apply %s. Use a torchvision "
+                             "model name, 'efficientnet-lite0' or your own torch.nn.Module, or "
+                             "leave %s out. Nothing was written"
+                             % (zoo or type(model).__name__, ", ".join(unsupported),
+                                " and ".join(unsupported)))
         return _compute_with_fiftyone_model(samples, zoo or model, embeddings_field,
                                             patches_field, batch_size, num_workers,
                                             skip_failures, progress)
@@ -390,8 +409,6 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
     if good:
         samples.select(good).untag_samples(FAILED_TAG)
 
-    key = run_key_for(embeddings_field if patches_field is None
-                      else "%s_%s" % (patches_field, embeddings_field))
     config = dict(model=em.name, embeddings_field=embeddings_field,
                   patches_field=patches_field, use_masks=bool(use_masks),
                   dim=int(X.shape[1]), reduce_dims=reduce_dims, padding=padding,

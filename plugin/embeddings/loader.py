@@ -13,7 +13,8 @@ from .images import ImageDecodeError, PatchError, extract_patch, load_rgb
 
 
 class PatchSpec:
-    """One object to crop: a relative box plus an optional mask or polygons."""
+    """One object to crop: a relative box plus an optional mask (an array, or the path of a
+    mask image on disk, ``Detection.mask_path``) or polygons."""
 
     __slots__ = ("bbox", "mask", "polygons")
 
@@ -63,9 +64,12 @@ class ImageItems(torch.utils.data.Dataset):
         tensors, errors = [], []
         for spec in self.patches[i]:
             try:
+                mask = spec.mask
+                if isinstance(mask, str):
+                    mask = read_mask(mask)
                 crop = extract_patch(
                     img, spec.bbox, padding=self.padding, min_size=self.min_size,
-                    mask=spec.mask, polygons=spec.polygons,
+                    mask=mask, polygons=spec.polygons,
                 )
                 tensors.append(self.transform(crop))
                 errors.append(None)
@@ -124,3 +128,20 @@ def make_loader(items, batch_size, num_workers=None, counts=None, pin_memory=Fal
     return torch.utils.data.DataLoader(
         items, batch_sampler=batches_by_count(counts, batch_size), **kwargs
     )
+
+
+def read_mask(path):
+    """A mask image from disk (``Detection.mask_path``) as a 2D array, nonzero = object.
+
+    Raises:
+        ValueError: the file cannot be read (reported for that object, not raised)
+    """
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as m:
+            arr = np.asarray(m)
+    except (OSError, ValueError) as e:
+        raise ValueError("could not read mask_path %r: %s" % (path, e)) from None
+    return arr if arr.ndim == 2 else arr[..., 0]

@@ -36,13 +36,21 @@ class EmbeddingModel:
 
     @property
     def dim(self):
-        """The embedding dimension (one dummy forward pass on first use)."""
+        """The embedding dimension (one forward pass of a blank image through the
+        transform on first use, so a module that needs the transform's input size works)."""
         if self._dim is None:
             import torch
 
+            x = None
+            if self.transform is not None:
+                from PIL import Image
+
+                x = self.transform(Image.new("RGB", (224, 224)))
+                x = x.unsqueeze(0) if torch.is_tensor(x) and x.ndim == 3 else None
+            if x is None:
+                x = torch.zeros(1, 3, 224, 224)
             with torch.inference_mode():
-                x = torch.zeros(1, 3, 224, 224, device=self.device)
-                self._dim = int(self.module(x).reshape(1, -1).shape[1])
+                self._dim = int(self.module(x.to(self.device)).reshape(1, -1).shape[1])
         return self._dim
 
     def embed(self, batch):

@@ -1,5 +1,7 @@
 """Operator: Compute label quality (SDK twin: ``label_audit.compute_label_quality``)."""
 
+import numpy as np
+
 import fiftyone as fo
 import fiftyone.operators.types as types
 
@@ -97,7 +99,8 @@ class ComputeLabelQuality(DelegableOperator):
             ctx.ops.reload_dataset()
         if multitask:
             return {
-                "num_scored": len(results.ids),
+                # samples labelled in at least one task (results.ids is every sample of the view)
+                "num_scored": int(np.isfinite(np.asarray(results.label_issue_score, float)).sum()),
                 "num_skipped": sum(len(t.skipped) for t in results.tasks.values()),
                 "num_label_issues": int((results.num_label_issues > 0).sum()),
                 "sort_field": results.fields["label_issue_score"],

@@ -99,8 +99,11 @@ class ReviewContext:
         """The dataset's classes for the label field (run classes first)."""
         root = self.root
         known = list(self._classes or [])
-        declared = root.get_classes(self.label_field) or root.default_classes or []
         present = root.distinct(self.root_path("label"))
+        declared = root.classes.get(self.label_field)  # (get_classes falls back to the default)
+        if not declared and root.default_classes and set(root.default_classes) & (set(known) | set(present)):
+            declared = root.default_classes  # not when it names none of this field's labels
+        declared = declared or []
         seen = set(known)
         for c in list(declared) + list(present):
             if c is not None and c not in seen:

@@ -406,6 +406,9 @@ def score_label_issues(
     for name, v in (("flag_margin", flag_margin), ("margin_weight", margin_weight)):
         if not (v == "auto" or (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0)):
             raise ValueError(f"{name} must be a float in [0, 1] or 'auto'; got {v!r}.")
+    for name, v, low in (("k", k, 1), ("n_folds", n_folds, 2)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}; got {v!r}.")
     resolve_C(C, n, max(int(n_folds), 2))  # a bad C fails before any work
     resolve_n_repeats(n_repeats, n, 1, K)
     params = dict(
