@@ -498,3 +498,35 @@ def test_an_interrupted_export_leaves_the_previous_files_whole(scored, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         la.export_cleanset(ds, str(tmp_path), overwrite=True)
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before  # no .tmp files left
+
+
+def test_an_undo_cut_off_after_restoring_the_labels_can_be_run_again(scored, monkeypatch):
+    from label_audit.review import apply as apply_module
+
+    ds = scored
+    ids = la.suspects(ds, n=2).values("id")
+    before = raw_docs(ds)
+    la.tag_decisions(ds.select(ids), "relabel", label="0")
+    tagged = raw_docs(ds)
+    la.apply_decisions(ds, rescore="none", record_round=False)
+    real_save = apply_module.save_state
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(apply_module, "save_state", fail)
+    with pytest.raises(KeyboardInterrupt):
+        la.undo_decisions(ds)  # labels restored, the record not saved
+    monkeypatch.setattr(apply_module, "save_state", real_save)
+    la.undo_decisions(ds)  # no "edited after apply" refusal: the labels are the originals
+    assert raw_docs(ds) == tagged and tagged != before
+
+
+def test_stale_error_says_when_an_apply_without_rescore_made_the_change(scored):
+    ds = scored
+    sid = la.suspects(ds, n=1).values("id")[0]
+    la.tag_decisions(ds.select([sid]), "relabel", label="0" if ds[sid].ground_truth.label != "0" else "1")
+    la.apply_decisions(ds, rescore="none", record_round=False)
+    la.tag_decisions(ds.select([sid]), "ok")
+    with pytest.raises(ValueError, match=r"1 relabelled by an earlier apply that did not re-score"):
+        la.apply_decisions(ds, rescore="none", record_round=False)

@@ -501,11 +501,15 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
             stale[rid] = (scored[rid], vals["label"][i])
     if stale and on_stale == "raise":
         ex = list(stale.items())[:5]
+        by_apply = sum(1 for i in rows if ids[i] in stale and vals[F["applied"]][i] == "relabel")
         raise StaleScoresError(
-            "%d of the %d %ss to apply were edited after audit run %r scored them (e.g. %s): "
+            "%d of the %d %ss to apply were edited after audit run %r scored them%s (e.g. %s): "
             "their scores and suggestions are stale. Re-run compute_label_quality, or pass "
             "on_stale='skip' to apply only the others (or 'ignore')"
-            % (len(stale), len(rows), ctx.what, audit_key, "; ".join(
+            % (len(stale), len(rows), ctx.what, audit_key,
+               "" if not by_apply else
+               " (%d relabelled by an earlier apply that did not re-score: rescore='none')" % by_apply,
+               "; ".join(
                 "%s: scored %s, now %r" % (rid, "unknown (modified after scoring)"
                                             if old is None else repr(old), new)
                 for rid, (old, new) in ex)))
@@ -656,7 +660,9 @@ def _check_not_edited_since(ctx, entry):
         return
     current = ctx.read([c["id"] for c in rows], [c["sample_id"] for c in rows],
                        ["label"])["label"]
-    edited = [c["id"] for c, lab in zip(rows, current) if lab != c["to"]]
+    # a label back at its value before the apply is not an edit to protect (e.g. an undo that
+    # restored the labels and then failed to save its record is simply run again)
+    edited = [c["id"] for c, lab in zip(rows, current) if lab != c["to"] and lab != c["from"]]
     if edited:
         raise ValueError(
             "%d row(s) were edited after apply #%d (e.g. %s): undoing it would overwrite "
