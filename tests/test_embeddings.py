@@ -96,6 +96,12 @@ def test_reduce_dims_stores_reusable_projection(digits_dataset):
     pca = PCAReduction.from_dict(results.reduction)
     full = la.compute_embeddings(view, model=MODEL, embeddings_field=None, progress=False)
     np.testing.assert_allclose(pca.transform(full.embeddings), stored, rtol=1e-3, atol=1e-3)
+    # new samples embedded later (a view of part of the dataset) get the same basis: the
+    # stored projection is reused, not refitted on those few samples
+    part = view.limit(5)
+    la.compute_embeddings(part, model=MODEL, embeddings_field="emb16", reduce_dims=16, progress=False)
+    np.testing.assert_allclose(np.stack(part.values("emb16")), stored[:5], rtol=1e-4, atol=1e-4)
+    assert digits_dataset.load_run_results("emb16", cache=False).reduction == results.reduction
 
 
 # --- patches and masks -------------------------------------------------------

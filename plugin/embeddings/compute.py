@@ -281,7 +281,10 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
             tag their samples ``audit:embedding_failed``); if False, raise
             before anything is written
         reduce_dims (None): if set, PCA to this dimension (fitted on up to
-            20,000 vectors; the projection is stored with the run)
+            20,000 vectors; the projection is stored with the run). On a view of
+            part of the dataset, the projection an earlier run of the same field
+            stored (same model and ``reduce_dims``) is reused, so new samples get
+            vectors in the same basis as the others
         progress (None): show a progress bar; None uses
             ``fiftyone.config.show_progress_bars`` (FiftyOne's convention)
         padding (0.0): crop context as a fraction of the box size on each side
@@ -389,7 +392,9 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
     if reduce_dims:
         from .reduce import fit_pca
 
-        reduction = fit_pca(X[ok], reduce_dims, random_state=random_state)
+        reduction = _stored_projection(samples, key, embeddings_field, em.name, X.shape[1], reduce_dims)
+        if reduction is None:
+            reduction = fit_pca(X[ok], reduce_dims, random_state=random_state)
         Xr = np.full((X.shape[0], reduction.n_components), np.nan, dtype=np.float32)
         Xr[ok] = reduction.transform(X[ok])
         X = Xr
@@ -475,6 +480,28 @@ def _is_fiftyone_model(model):
     except ImportError:
         return False
     return isinstance(model, fom.Model)
+
+
+def _stored_projection(samples, key, embeddings_field, model_name, dim, reduce_dims):
+    """The PCA projection stored by an earlier run of this field, to reuse when ``samples``
+    is only part of the dataset: refitting it on those samples would leave the others'
+    vectors in another basis (mixed silently by a later scoring). None otherwise (the whole
+    dataset is embedded again, or no matching projection: same model, input size and k)."""
+    from .reduce import PCAReduction
+
+    root = samples._root_dataset
+    if embeddings_field is None or key not in root.list_runs() or len(samples) >= len(root):
+        return None
+    info = root.get_run_info(key).config
+    if getattr(info, "method", None) != RUN_METHOD or getattr(info, "model", None) != model_name:
+        return None
+    stored = getattr(root.load_run_results(key, cache=False), "reduction", None)
+    if not stored:
+        return None
+    reduction = PCAReduction.from_dict(stored)
+    if reduction.mean.shape[0] != dim or reduction.n_components != int(reduce_dims):
+        return None
+    return reduction
 
 
 def _compute_with_fiftyone_model(samples, model, embeddings_field, patches_field,
