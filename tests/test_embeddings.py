@@ -382,3 +382,19 @@ def test_interrupted_write_restores_previous_vectors(digits_dataset):
     with pytest.raises(Exception):
         _write_embeddings(view, "fresh_field", None, None, ids, bad_ids, ids, X, ok)
     assert not digits_dataset.has_sample_field("fresh_field")
+
+
+def test_a_transform_without_a_fixed_size_is_a_clear_error(tmp_path, dataset):
+    import fiftyone as fo
+    from torchvision import transforms as T
+
+    paths = []
+    for k, size in enumerate([(32, 32), (48, 24)]):
+        paths.append(str(tmp_path / ("img%d.png" % k)))
+        Image.fromarray(np.full(size[::-1] + (3,), 100 + k, np.uint8)).save(paths[-1])
+    dataset.add_samples([fo.Sample(filepath=p) for p in paths], progress=False)
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with pytest.raises(ValueError, match=r"transform gives images of different sizes.*Resize\(\(224, 224\)\)"):
+        la.compute_embeddings(dataset, model=net, transform=T.ToTensor(), embeddings_field="e",
+                              num_workers=0, progress=False)
+    assert not dataset.has_sample_field("e")

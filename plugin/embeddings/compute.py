@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from .loader import ImageItems, PatchSpec, make_loader
+from .loader import ImageItems, PatchSpec, check_same_size, make_loader
 from .models import OFFLINE_MODELS, load_model
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def embed_images(filepaths, model="resnet50", patches=None, batch_size=32,
                 rows.extend(ok_rows)
             done += len(errs)
         if tensors:
+            check_same_size(tensors)
             x = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
             for s in range(0, x.shape[0], max(batch_size, 1)):
                 chunk = x[s : s + batch_size]

@@ -75,6 +75,8 @@ class ImageItems(torch.utils.data.Dataset):
                 errors.append(None)
             except (PatchError, ValueError) as e:
                 errors.append(str(e))
+        if len({tuple(t.shape) for t in tensors}) > 1:  # one image's crops, batched together
+            check_same_size([t.unsqueeze(0) for t in tensors])
         return i, (torch.stack(tensors) if tensors else None), errors
 
 
@@ -145,3 +147,14 @@ def read_mask(path):
     except (OSError, ValueError) as e:
         raise ValueError("could not read mask_path %r: %s" % (path, e)) from None
     return arr if arr.ndim == 2 else arr[..., 0]
+
+
+def check_same_size(tensors):
+    """Raises a clear error when the transform gave images or crops different sizes (they are
+    batched together: the transform must end in a fixed size)."""
+    shapes = sorted({tuple(t.shape[1:]) for t in tensors})
+    if len(shapes) > 1:
+        raise ValueError(
+            "The transform gives images of different sizes (%s): the images are batched, so it "
+            "must produce one size, e.g. end with transforms.Resize((224, 224)) or "
+            "transforms.CenterCrop(224). Nothing was written" % ", ".join(map(str, shapes[:3])))
