@@ -414,6 +414,9 @@ def _compute_multitask(samples, label_fields, embeddings_field, audit_key, class
     if unknown:
         raise ValueError("classes names fields %s that are not in label_fields %s"
                          % (unknown, fields))
+    from .runs import refuse_generated_view
+
+    refuse_generated_view(samples, "compute_label_quality")
     if len(samples) == 0:
         raise ValueError("The view is empty: there is nothing to score")
     keys = {f: task_key(audit_key, f) for f in fields}

@@ -370,8 +370,11 @@ def _compute_label_quality(samples, label_field, embeddings_field, audit_key, cl
                            random_state, report, score_kwargs):
     from .multitask import refuse_group_key
     from .scoring import score_label_issues
-    from .writes import write_rows
+    from .writes import write_all_or_nothing
 
+    from .runs import refuse_generated_view
+
+    refuse_generated_view(samples, "compute_label_quality")
     if len(samples) == 0:
         raise ValueError("The view is empty: there is nothing to score")
     refuse_group_key(samples, audit_key, label_field)
@@ -409,12 +412,13 @@ def _compute_label_quality(samples, label_field, embeddings_field, audit_key, cl
     report(0.8, "Writing scores")
     names = field_names(audit_key)
     columns = _result_columns(result, classes, keep, len(ids), names)
-    write_rows(samples, columns, ids, sample_ids,
-               label_path=("%s.%s" % (label_field, list_field)) if patches else None)
-
-    out = _record_run(samples, audit_key, label_field, embeddings_field, patches, classes,
-                      n_folds, k, random_state, names, result, y, ids, sample_ids, labels,
-                      keep, skipped)
+    # the run record is part of the write: if saving it fails, the fields are restored too
+    out = write_all_or_nothing(
+        samples, [(columns, ids, sample_ids,
+                   ("%s.%s" % (label_field, list_field)) if patches else None)],
+        then=lambda: _record_run(samples, audit_key, label_field, embeddings_field, patches,
+                                 classes, n_folds, k, random_state, names, result, y, ids,
+                                 sample_ids, labels, keep, skipped))
     from .multitask import refresh_groups_of
 
     refresh_groups_of(samples, audit_key)  # a task of a multi-task audit: its combined fields

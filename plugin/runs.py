@@ -35,6 +35,18 @@ def _jsonable(value):
     return value
 
 
+def refuse_generated_view(samples, what):
+    """Raises if ``samples`` is a patches, frames or clips view: its samples are temporary
+    copies, so fields written through it would never reach the dataset."""
+    if getattr(samples, "_is_generated", False):
+        root = samples._root_dataset
+        raise ValueError(
+            "%s needs the dataset or a view of it, not a patches/frames/clips view: the samples "
+            "of such a view are temporary copies, so the fields written there would never reach "
+            "dataset %r. Pass the dataset (or e.g. dataset.select(...) / filter_labels(...)); "
+            "label-level scores land on each object. Nothing was written" % (what, root.name))
+
+
 def run_method(samples, run_key):
     """The ``method`` of the run ``run_key`` on ``samples``' dataset, or None if there is none."""
     root = samples._root_dataset

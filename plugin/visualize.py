@@ -39,12 +39,31 @@ def visualize(samples, embeddings_field="embeddings", patches_field=None, method
         raise ValueError(
             "No embeddings field %r: run label_audit.compute_embeddings(...) first" % path)
     brain_key = brain_key or run_key_for("audit", patches_field, method)
-    if brain_key in samples._dataset.list_brain_runs():
-        samples._dataset.delete_brain_run(brain_key)
-    if method == "umap":
+    root = samples._root_dataset
+    existing = root.list_brain_runs()
+    if brain_key in existing:
+        kind = getattr(root.get_brain_info(brain_key).config, "type", None)
+        if kind != "visualization":
+            raise ValueError(
+                "Brain key %r holds a %s run on dataset %r, not a visualization: choose another "
+                "brain_key, or dataset.delete_brain_run(%r) first. Nothing was changed"
+                % (brain_key, kind or "brain", root.name, brain_key))
+    if method in ("umap", "pca"):
         kwargs.setdefault("seed", random_state)
-    elif method == "pca":
-        kwargs.setdefault("seed", random_state)
-    return fob.compute_visualization(samples, patches_field=patches_field,
-                                     embeddings=embeddings_field, method=method,
-                                     brain_key=brain_key, **kwargs)
+    # computed under a temporary key and swapped in only when it succeeded: a failing call
+    # keeps the previous map
+    tmp = brain_key + "_new"
+    if tmp in existing:
+        root.delete_brain_run(tmp)
+    try:
+        fob.compute_visualization(samples, patches_field=patches_field,
+                                  embeddings=embeddings_field, method=method,
+                                  brain_key=tmp, **kwargs)
+    except BaseException:
+        if tmp in root.list_brain_runs():
+            root.delete_brain_run(tmp)
+        raise
+    if brain_key in root.list_brain_runs():
+        root.delete_brain_run(brain_key)
+    root.rename_brain_run(tmp, brain_key)
+    return root.load_brain_results(brain_key)

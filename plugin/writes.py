@@ -156,7 +156,7 @@ def _restore(samples, done):
                 dataset.delete_sample_field(path)
 
 
-def write_all_or_nothing(samples, parts):
+def write_all_or_nothing(samples, parts, then=None):
     """Several :func:`label_audit.write_rows` calls as one write.
 
     Each call is already all-or-nothing; if a later call fails, the earlier
@@ -166,6 +166,11 @@ def write_all_or_nothing(samples, parts):
     Args:
         samples: the collection
         parts: list of ``(columns, ids, sample_ids, label_path)``
+        then (None): a callable run after the writes, as part of them (e.g.
+            saving the run record): if it fails, the writes are undone too
+
+    Returns:
+        what ``then`` returned (None without it)
     """
     dataset = samples._dataset
     coll = dataset._sample_collection
@@ -178,6 +183,7 @@ def write_all_or_nothing(samples, parts):
             backup = _backup(coll, list(columns), ids, sample_ids, label_path)
             write_rows(samples, columns, ids, sample_ids, label_path=label_path)
             done.append((columns, ids, sample_ids, label_path, backup, declared))
+        return then() if then is not None else None
     except BaseException:
         _restore(samples, done)
         dataset.reload()

@@ -145,6 +145,17 @@ def test_thresholds_are_parameters():
     assert set(DEFAULTS) <= set(base.params)
 
 
+def test_zero_thresholds_do_not_match_or_flag_what_does_not_overlap():
+    """min_iou=0 must not match boxes that do not overlap at all (a far prediction used to
+    make a box 'mislocated'); spurious_threshold=0 must not flag a perfectly supported box."""
+    far = [0.7, 0.7, 0.2, 0.2]
+    r = score_image([BOX], ["cat"], [far], ["cat"], [0.9], min_iou=0.0)
+    assert r["match"].tolist() == [-1] and r["localization"][0] == 0.0
+    ok = score_detection_issues([[BOX]], [["cat"]], [[BOX]], [["cat"]], [[1.0]], size_prior=False,
+                                spurious_threshold=0.0)
+    assert ok.spurious[0] == 0.0 and not ok.is_spurious[0]
+
+
 def test_bad_arrays_raise_clear_errors():
     gt_boxes, gt_labels, pred_boxes, pred_labels, conf = _images()
     with pytest.raises(ValueError, match="one entry per image"):

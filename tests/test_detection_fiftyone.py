@@ -259,6 +259,36 @@ def test_failed_later_write_restores_earlier_ones(det_ds, monkeypatch):
     assert "fresh" not in ds.list_runs()
 
 
+def test_a_failed_run_record_restores_the_fields_and_patches_views_are_refused(det_ds, monkeypatch):
+    """Saving the run record is part of the write: if it fails, the fields are restored.
+    Evaluation-patches views are refused (their samples are temporary copies)."""
+    import label_audit as la
+    from label_audit import runs
+
+    ds = det_ds
+    la.compute_detection_issues(ds, "ground_truth", "predictions", progress=False)
+    gp = "ground_truth.detections."
+    before = (ds.values(gp + "det_audit_swapped"), ds.values("det_audit_num_missing"))
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "save_run", fail)
+    with pytest.raises(KeyboardInterrupt):
+        la.compute_detection_issues(ds, "ground_truth", "predictions", progress=False, iou_thresh=0.9,
+                                    swap_threshold=0.01, missing_threshold=0.01)
+    monkeypatch.undo()
+    ds.reload()
+    assert (ds.values(gp + "det_audit_swapped"), ds.values("det_audit_num_missing")) == before
+    ds.evaluate_detections("predictions", gt_field="ground_truth", eval_key="ev")
+    with pytest.raises(ValueError, match="not a patches/frames/clips view.*Nothing was written"):
+        la.compute_detection_issues(ds.to_evaluation_patches("ev"), "ground_truth", "predictions",
+                                    audit_key="onpatches", progress=False)
+    with pytest.raises(ValueError, match="not a patches/frames/clips view"):
+        la.compute_embeddings(ds.to_patches("ground_truth"), embeddings_field="e", progress=False)
+    assert "onpatches" not in ds.list_runs()
+
+
 @pytest.mark.parametrize("delegated", [False, True])
 def test_operator(det_ds, delegated):
     import fiftyone.operators as foo

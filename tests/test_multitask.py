@@ -298,6 +298,12 @@ def test_group_key_is_not_a_review_run(mt):
     assert view.first()["audit_num_label_issues"] == max(mt.values("audit_num_label_issues"))
     with pytest.raises(ValueError, match="one task"):
         la.suspects(mt, audit_key="audit", classes=["odd"])
+    # a sample decided in a task leaves the combined suspects (as reviewed rows do per task)
+    top = la.suspects(mt, audit_key="audit", n=2).values("id")
+    la.tag_decisions(mt.select(top[:1]), "ok", audit_key="audit_parity")
+    after = la.suspects(mt, audit_key="audit", n=2).values("id")
+    assert top[0] not in after and after[0] == top[1]
+    assert la.suspects(mt, audit_key="audit", n=2, include_reviewed=True).values("id") == top
 
 
 def test_export_multitask_labels(mt, tmp_path):

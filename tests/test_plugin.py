@@ -168,6 +168,29 @@ def test_visualize_refuses_missing_embeddings(embedded_digits):
         la.visualize(embedded_digits, method="tsnee")
 
 
+def test_visualize_keeps_other_brain_runs_and_the_previous_map_on_failure(embedded_digits):
+    """A brain key of another kind of run is refused, not deleted; a failing call keeps the
+    previous map (it is computed under a temporary key and swapped in on success)."""
+    import fiftyone.brain as fob
+
+    import label_audit as la
+
+    ds = embedded_digits
+    fob.compute_similarity(ds, embeddings="embeddings", brain_key="sim", backend="sklearn")
+    with pytest.raises(ValueError, match="'sim' holds a similarity run.*not a visualization"):
+        la.visualize(ds, method="pca", brain_key="sim")
+    assert ds.get_brain_info("sim").config.type == "similarity"
+    first = la.visualize(ds, method="pca", brain_key="map2").points
+    with pytest.raises(Exception):
+        la.visualize(ds, method="pca", brain_key="map2", svd_solver="no-such-solver")
+    assert sorted(k for k in ds.list_brain_runs() if k.startswith("map2")) == ["map2"]
+    np.testing.assert_array_equal(ds.load_brain_results("map2").points, first)
+    again = la.visualize(ds, method="pca", brain_key="map2")
+    assert again.key == "map2" and again.points.shape == first.shape
+    ds.delete_brain_run("sim")
+    ds.delete_brain_run("map2")
+
+
 def test_panel_data_after_scoring_and_a_round(embedded_digits):
     import label_audit as la
     from label_audit.operators.panel import panel_data

@@ -232,3 +232,21 @@ def test_audit_keys_that_would_replace_another_run_are_refused_before_writing(no
     assert ds.get_run_info("emb_run").config.method == "label_audit.embeddings"
     # the same key and field is re-scored as before
     la.compute_label_quality(ds, "ground_truth", audit_key="audit", progress=False)
+
+
+def test_a_failed_run_record_restores_the_written_fields(noisy_digits, monkeypatch):
+    from label_audit import runs
+
+    ds, *_ = noisy_digits
+    la.compute_label_quality(ds, "ground_truth", progress=False)
+    before = ds.values("audit_label_issue_score")
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "save_run", fail)
+    with pytest.raises(KeyboardInterrupt):
+        la.compute_label_quality(ds, "ground_truth", k=5, progress=False)
+    monkeypatch.undo()
+    assert ds.values("audit_label_issue_score") == before
+    assert ds.get_run_info("audit").config.k == 10

@@ -35,6 +35,19 @@ def test_probe_confusion_auc_and_plateau():
     assert not auc_plateaued([0.90, 0.95]) and auc_plateaued([0.90, 0.95, 0.9501])
 
 
+def test_plateau_and_class_of_interest_edge_cases():
+    from label_audit.review.confusion import ConfusionReport
+    from label_audit.review.rounds import CleaningRounds
+
+    rounds = [dict(round=i, auc_macro=m, auc_class=c, class_of_interest=k)
+              for i, (m, c, k) in enumerate([(0.80, 0.60, "cat"), (0.85, 0.95, "cat"), (0.90, 0.70, "dog")])]
+    r = CleaningRounds(rounds, metric="auc_class")  # the class changed: its AUCs do not compare
+    assert r.metric == "auc_macro" and not r.plateaued
+    assert CleaningRounds(rounds[:2], metric="auc_class").metric == "auc_class"
+    report = ConfusionReport(["a", "b"], np.eye(2, dtype=int) * 5, 1.0, [], {"a": 0, "b": 0}, 8, 10, "gt")
+    assert report.class_of_interest is None and "review it first" not in report.summary()
+
+
 # --- the round trip ------------------------------------------------------------
 
 
@@ -530,3 +543,14 @@ def test_stale_error_says_when_an_apply_without_rescore_made_the_change(scored):
     la.tag_decisions(ds.select([sid]), "ok")
     with pytest.raises(ValueError, match=r"1 relabelled by an earlier apply that did not re-score"):
         la.apply_decisions(ds, rescore="none", record_round=False)
+
+
+def test_evaluate_cleaning_refuses_object_level_audits(digits_dir):
+    _, _, targets = digits_dir
+    ds = _objects_dataset(digits_dir, targets[:60])
+    try:
+        la.compute_label_quality(ds, "objects", audit_key="objaudit", k=5, progress=False)
+        with pytest.raises(ValueError, match="'objaudit' scored the objects of 'objects'.*Classification"):
+            la.evaluate_cleaning(ds, audit_key="objaudit")
+    finally:
+        ds.delete()

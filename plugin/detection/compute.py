@@ -208,12 +208,13 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
         a :class:`DetectionIssuesResults`
     """
     from ..progress import ProgressReporter
-    from ..runs import check_run_key, save_run
+    from ..runs import check_run_key, refuse_generated_view, save_run
 
     report = ProgressReporter(progress, progress_callback, desc="Detection issues")
     try:
         if on_invalid not in ("raise", "skip"):
             raise ValueError("on_invalid must be 'raise' or 'skip'; got %r" % (on_invalid,))
+        refuse_generated_view(samples, "compute_detection_issues")
         if len(samples) == 0:
             raise ValueError("The view is empty: there is nothing to score")
         if samples.media_type != "image":
@@ -368,16 +369,17 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
                               list(sids), "sample"), list(sids), list(sids), None))
         from ..writes import write_all_or_nothing
 
-        write_all_or_nothing(samples, parts)
-
-        report(0.9, "Recording the run")
         counts = result.counts()
         config = dict(label_field=label_field, pred_field=pred_field, fields=names,
                       default_confidence=default_confidence, on_invalid=on_invalid,
                       **result.params)
-        save_run(samples, audit_key, RUN_METHOD, config, dict(
-            num_images=len(rows), num_gt=len(gt_ids), num_predictions=len(pred_ids),
-            num_skipped=len(skipped), counts=counts, skipped=dict(list(skipped.items())[:1000])))
+        # the run record is part of the write: if saving it fails, the fields are restored too
+        write_all_or_nothing(samples, parts, then=lambda: save_run(
+            samples, audit_key, RUN_METHOD, config, dict(
+                num_images=len(rows), num_gt=len(gt_ids), num_predictions=len(pred_ids),
+                num_skipped=len(skipped), counts=counts,
+                skipped=dict(list(skipped.items())[:1000]))))
+        report(0.9, "Recorded the run")
         report(1.0, "Done")
         return DetectionIssuesResults(audit_key, label_field, pred_field, result, scored_sids,
                                       gt_ids, pred_ids, skipped, names)

@@ -161,7 +161,8 @@ def score_image(gt_boxes, gt_labels, pred_boxes, pred_labels, pred_confidence,
     support = conf[None, :] * iou_gate(ious, iou_thresh, min_iou)
     # greedy one-to-one: strongest support first, then IoU (support is 0 for
     # zero-confidence predictions, which may still match by IoU)
-    match, pred_match = greedy_match(support + 1e-6 * ious, ious >= min_iou)
+    # boxes that do not overlap at all never match, even with min_iou=0
+    match, pred_match = greedy_match(support + 1e-6 * ious, (ious >= min_iou) & (ious > 0))
 
     # J_i: predictions unmatched or matched to i
     owner = pred_match[None, :]
@@ -383,7 +384,7 @@ def score_detection_issues(gt_boxes, gt_labels, pred_boxes, pred_labels, pred_co
     stacked = np.stack([spurious, swapped, localization], axis=1) if len(spurious) else \
         np.zeros((0, 3), dtype=np.float32)
     issue_score = stacked.max(axis=1) if len(stacked) else np.zeros(0, dtype=np.float32)
-    is_spurious = spurious >= spurious_threshold
+    is_spurious = (spurious >= spurious_threshold) & (spurious > 0)  # a threshold of 0 flags no clean box
     is_swapped = (swapped >= swap_threshold) & (swapped > 0)
     is_mislocated = (localization >= localization_threshold) & (localization > 0)
     flags = np.stack([is_spurious, is_swapped, is_mislocated], axis=1) if len(spurious) else \

@@ -314,11 +314,13 @@ def compute_embeddings(samples, model="resnet50", embeddings_field="embeddings",
         ValueError: for a video/empty collection, a wrong patches field, or
             (``skip_failures=False``) the first failure
     """
-    from ..runs import check_run_key, run_key_for, save_run
+    from ..runs import check_run_key, refuse_generated_view, run_key_for, save_run
 
     from ..progress import show_progress
 
     progress = show_progress(progress)
+    if embeddings_field is not None:  # (embeddings returned in memory need no dataset)
+        refuse_generated_view(samples, "compute_embeddings")
     _check_collection(samples)
     key = run_key_for(embeddings_field if patches_field is None
                       else "%s_%s" % (patches_field, embeddings_field))

@@ -41,7 +41,7 @@ class ComputeDetectionIssues(DelegableOperator):
         inputs.str("audit_key", default="det_audit", required=False, label="Audit key",
                    description="Run key and prefix of the written fields, e.g. "
                                "det_audit_issue_score")
-        inputs.float("iou_thresh", default=DEFAULTS["iou_thresh"], min=0.05, max=1.0,
+        inputs.float("iou_thresh", default=DEFAULTS["iou_thresh"], min=DEFAULTS["min_iou"], max=1.0,
                      label="IoU threshold",
                      description="IoU from which a prediction fully supports a box")
         inputs.float("missing_threshold", default=DEFAULTS["missing_threshold"], min=0.0,

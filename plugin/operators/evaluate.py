@@ -13,11 +13,12 @@ from .common import (DelegableOperator, Progress, add_field_choice, delegable_co
 
 
 def evaluation_keys(ctx):
-    """Multi-task groups first, then the label-quality runs."""
+    """Multi-task groups first, then the label-quality runs of Classification fields."""
     from label_audit.multitask import list_groups
 
     try:
-        runs = sorted(ctx.dataset.list_runs(method="label_audit.label_quality"))
+        runs = sorted(k for k in ctx.dataset.list_runs(method="label_audit.label_quality")
+                      if not ctx.dataset.get_run_info(k).config.serialize().get("patches"))
     except Exception:
         runs = []
     return list_groups(ctx.dataset) + runs

@@ -20,7 +20,9 @@ class ConfusionReport:
         self.accuracy = accuracy
         self.pairs = pairs
         self.false_positives = fps
-        self.class_of_interest = max(fps, key=lambda c: fps[c]) if fps else None
+        # none when the probe makes no false positive: nothing to point the review at
+        self.class_of_interest = (max(fps, key=lambda c: fps[c])
+                                  if fps and max(fps.values()) > 0 else None)
         self.n_train = n_train
         self.n_test = n_test
         self.label_field = label_field

@@ -181,6 +181,11 @@ def resolve_tasks(samples, label_fields=None, audit_key="audit"):
                 "label_audit.compute_label_quality(dataset, %r, audit_key=%r) first"
                 % (f, audit_key, root.name, label_fields if len(label_fields) > 1 else f,
                    audit_key))
+        if root.get_run_info(key).config.serialize().get("patches"):
+            raise ValueError(
+                "Audit run %r scored the objects of %r (a Detections/Polylines field): "
+                "evaluate_cleaning compares a linear probe per sample, so it needs "
+                "Classification fields; object-level runs are not supported" % (key, f))
         out.append((f, key))
     return out
 

@@ -55,7 +55,8 @@ class CleaningRounds:
         plateaued: True when the last ``patience`` round(s) improved the AUC
             (``metric``) by less than ``tol`` over the best earlier round
         metric: "auc_macro" (default, stable) or "auc_class" (the class of
-            interest; noisy on small classes; falls back to macro if missing)
+            interest; noisy on small classes; falls back to macro if missing or if
+            the class of interest changed between rounds)
     """
 
     def __init__(self, rounds, tol=0.002, patience=1, metric="auc_macro"):
@@ -64,6 +65,8 @@ class CleaningRounds:
             raise ValueError("metric must be 'auc_macro' or 'auc_class'")
         if metric == "auc_class" and not all(r.get("auc_class") is not None for r in rounds):
             metric = "auc_macro"
+        if metric == "auc_class" and len({r.get("class_of_interest") for r in rounds}) > 1:
+            metric = "auc_macro"  # the class of interest changed: its AUCs are not comparable
         self.metric = metric
         self.values = [r[self.metric] for r in rounds]
         self.plateaued = auc_plateaued(self.values, tol=tol, patience=patience)

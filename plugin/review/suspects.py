@@ -38,7 +38,8 @@ def suspects(samples, audit_key="audit", score="label_issue_score", n=25, classe
         n (25): how many (None: all)
         classes (None): only rows whose current label is one of these
         bottom (False): lowest scores first instead of highest
-        include_reviewed (False): keep rows that already carry a decision tag
+        include_reviewed (False): keep rows that already carry a decision tag (for a
+            multi-task group key: a decision tag of any task)
         label_field (None): default: the audit run's field
 
     Returns:
@@ -50,7 +51,7 @@ def suspects(samples, audit_key="audit", score="label_issue_score", n=25, classe
 
     group = group_config(samples, audit_key)
     if group is not None and label_field is None:
-        return _group_suspects(samples, audit_key, group, score, n, classes, bottom)
+        return _group_suspects(samples, audit_key, group, score, n, classes, bottom, include_reviewed)
     ctx = ReviewContext(samples, audit_key, label_field)
     field = ctx.score_fields.get(score, score)
     if field not in ctx.score_fields.values():
@@ -90,8 +91,12 @@ def suspects(samples, audit_key="audit", score="label_issue_score", n=25, classe
     return view
 
 
-def _group_suspects(samples, audit_key, group, score, n, classes, bottom):
-    """Top-``n`` samples of a multi-task audit by a combined field."""
+def _group_suspects(samples, audit_key, group, score, n, classes, bottom, include_reviewed=False):
+    """Top-``n`` samples of a multi-task audit by a combined field; without
+    ``include_reviewed``, samples with a decision tag of any task are left out (each
+    task's own suspects view still lists its undecided rows)."""
+    from .context import DECISION_TAGS
+
     names = group.get("fields") or {}
     if score not in GROUP_SCORES:
         raise ValueError("Audit key %r is a multi-task audit: sort by one of %s, or review one "
@@ -103,5 +108,9 @@ def _group_suspects(samples, audit_key, group, score, n, classes, bottom):
     if n is not None and int(n) <= 0:
         raise ValueError("n must be a positive number of samples (or None for all)")
     field = names.get(score, "%s_%s" % (audit_key, score))
-    view = samples.exists(field).sort_by(field, reverse=not bottom)
+    view = samples.exists(field)
+    if not include_reviewed:
+        view = view.match_tags(["%s:%s" % (tk, d) for tk in group["task_keys"].values()
+                                for d in DECISION_TAGS], bool=False)
+    view = view.sort_by(field, reverse=not bottom)
     return view.limit(int(n)) if n is not None else view
