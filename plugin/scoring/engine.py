@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence
 
+import numbers
+
 import numpy as np
 
 from .confident_learning import (
@@ -29,8 +31,8 @@ from .importance import class_conditional_leverage, logistic_sensitivity
 from .mlp import choose_model, mlp_candidate_reason, mlp_repeated_probabilities
 from ..progress import within
 from .neighbors import knn_agreement, knn_class_probabilities, knn_search
-from .probabilities import (Preprocessor, out_of_fold_probabilities, resolve_C, resolve_n_repeats,
-                            validate_features, validate_labels)
+from .probabilities import (Preprocessor, effective_max_dim, out_of_fold_probabilities, resolve_C,
+                            resolve_n_repeats, validate_features, validate_labels)
 
 __all__ = ["LabelIssueResult", "score_label_issues"]
 
@@ -343,7 +345,9 @@ def score_label_issues(
         are poor (synthetic instance noise: 0.2, AUPRC 0.686 -> 0.770), never lowering AUPRC.
         The weight used is in ``result.params["knn_weight_used"]``.
     knn_method : {'auto', 'exact', 'approx', 'pynndescent'} (see :func:`knn_search`; 'auto' = exact up
-        to 30k rows, else the IVF index).   max_dim : PCA size for d > max_dim.
+        to 30k rows, else the IVF index).   max_dim : PCA size for d > max_dim, capped at
+        max(32, N // 4) so that the whitened components are estimated from enough rows
+        (:func:`~label_audit.scoring.probabilities.effective_max_dim`; ``params["max_dim"]`` is the size used).
     filter_by : cleanlab filter mode used on the fused probabilities for ``is_label_issue``.
     flag_margin : float in [0, 1] or "auto", default "auto".  ``is_label_issue`` is cleanlab's
         ``filter_by`` rule on the fused probabilities (ambiguous samples excluded) OR another class
@@ -400,15 +404,15 @@ def score_label_issues(
     n = labels.shape[0]
     if classes is None:
         classes = [str(c) for c in range(K)]
-    if not (knn_weight == "auto" or (isinstance(knn_weight, (int, float))
-                                     and 0.0 <= float(knn_weight) <= 1.0)):
-        raise ValueError(f"knn_weight must be a float in [0, 1] or 'auto'; got {knn_weight!r}.")
-    for name, v in (("flag_margin", flag_margin), ("margin_weight", margin_weight)):
-        if not (v == "auto" or (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0)):
+    for name, v in (("knn_weight", knn_weight), ("flag_margin", flag_margin), ("margin_weight", margin_weight)):
+        # numpy scalars (np.float32(0.5)) are numbers too; a bool is not a weight
+        is_number = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+        if not ((isinstance(v, str) and v == "auto") or (is_number and 0.0 <= float(v) <= 1.0)):
             raise ValueError(f"{name} must be a float in [0, 1] or 'auto'; got {v!r}.")
     for name, v, low in (("k", k, 1), ("n_folds", n_folds, 2)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
             raise ValueError(f"{name} must be an int >= {low}; got {v!r}.")
+    max_dim = effective_max_dim(max_dim, n)  # whitened PCA components need enough rows
     resolve_C(C, n, max(int(n_folds), 2))  # a bad C fails before any work
     resolve_n_repeats(n_repeats, n, 1, K)
     params = dict(

@@ -80,6 +80,9 @@ def class_conditional_leverage(
         Xc = np.asarray(X[idx], dtype=np.float32)
         mu = Xc.mean(axis=0, dtype=np.float64).astype(np.float32)
         Xc = Xc - mu
+        big = float(np.abs(Xc).max()) if Xc.size else 0.0
+        if big > 1e12 or 0.0 < big < 1e-12:
+            Xc /= np.float32(big)  # leverage is scale-free; float32 sums of squares would overflow
         cov = (Xc.T @ Xc).astype(np.float64)
         basis = leverage_basis(cov, idx.size, energy=energy, max_rank=max_rank)
         out[idx] = 1.0 if basis is None else leverage_of_rows(Xc, basis)
