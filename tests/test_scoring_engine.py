@@ -397,3 +397,18 @@ def test_bad_folds_sparse_class_ids_and_huge_values():
         score_label_issues(sparse, features=X)
     big = score_label_issues(y, features=X * np.float32(1e19), model="logistic")  # float32 sums overflowed
     assert np.isfinite(big.importance).all() and np.isfinite(big.label_issue_score).all()
+
+
+def test_pred_probs_are_copied_and_folds_without_features_refused():
+    from label_audit.scoring.incremental import update_label_issues
+
+    X, y = _separable(200, 8)
+    P = np.full((200, 4), 0.25, np.float32)
+    r = score_label_issues(y, pred_probs=P)
+    r.pred_probs[0] = 0
+    assert P[0, 0] == 0.25  # the result does not share the caller's array
+    with pytest.raises(ValueError, match="with pred_probs nothing is fitted"):
+        score_label_issues(y, pred_probs=P, folds=np.arange(200) % 5)
+    full = score_label_issues(y, features=X)
+    with pytest.raises(ValueError, match="removed must be row indices"):
+        update_label_issues(full, X, y, removed=[1.5])

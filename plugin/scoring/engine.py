@@ -137,7 +137,7 @@ def _validate_pred_probs(pred_probs, n, K):
         raise ValueError("pred_probs contains NaN or inf.")
     if P.min() < 0 or P.max() > 1 or not np.allclose(P.sum(axis=1), 1.0, atol=1e-3):
         raise ValueError("pred_probs rows must be probabilities (in [0, 1], summing to 1); apply softmax first.")
-    return P.astype(np.float32, copy=False)
+    return np.array(P, dtype=np.float32)  # a copy: result.pred_probs is not the caller's array
 
 
 def _knn_features(X, prep: Optional[Preprocessor], max_dim: int, random_state):
@@ -453,6 +453,9 @@ def score_label_issues(
         fit_end = 0.85 if mlp_planned else 0.7
         lr_end = 0.25 if mlp_planned else fit_end
     if pred_probs is not None:
+        if folds is not None:
+            raise ValueError("folds choose the out-of-fold models that label-audit fits from features; with "
+                             "pred_probs nothing is fitted, so they would be ignored: drop one of them.")
         P = _validate_pred_probs(pred_probs, n, K)
         folds_out = None
     else:

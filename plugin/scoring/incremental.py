@@ -166,6 +166,10 @@ def _as_mask(sel, n, name):
         return sel.copy()
     m = np.zeros(n, bool)
     if sel.size:
+        if not np.issubdtype(sel.dtype, np.integer):
+            if not (np.issubdtype(sel.dtype, np.floating) and np.all(sel == np.round(sel))):
+                raise ValueError(f"{name} must be row indices (ints) or a bool mask of shape ({n},); "
+                                 f"got {sel.dtype} values such as {sel.ravel()[:3].tolist()}.")
         if sel.min() < 0 or sel.max() >= n:
             raise ValueError(f"{name} indices must be in [0, {n}).")
         m[sel.astype(np.int64)] = True
