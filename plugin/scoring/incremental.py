@@ -43,11 +43,16 @@ itself reproducible only up to its optimisation error: its fold models stop afte
 recompute that differs only in that subsample (``random_state + 1``, same folds) disagrees
 with the first by max |delta label_issue_score| 0.039 (1% changed) / 0.024 (0.1%) on
 synthetic 30k x 128 x 20 (``bench/incremental.py --floor``).  The stated tolerance of the
-update against the anchor: Spearman rank correlation of ``label_issue_score`` >= 0.99,
-``is_label_issue`` agreeing on >= 99% of the rows, and max |delta label_issue_score| <= 0.05
-where the anchor reproduces itself to that level (tested on the digits in
+update against the anchor: Spearman rank correlation of ``label_issue_score`` >= 0.99 and
+``is_label_issue`` agreeing on >= 99% of the rows (tested on the digits in
 ``tests/test_scoring_incremental.py``, 1% fixed + 1% removed, also for PCA features and two
-chained rounds), else within about the anchor's own run-to-run difference.  Independently of
+chained rounds).  The largest single-row difference is usually below 0.05 but not always: on
+the digits (1% fixed + 1% removed, pair and uniform noise, 24 seeds, one-off script; the
+anchor reproduces itself exactly there) it was <= 0.05 in 21/24 rounds and 0.064/0.071/0.121
+in the others (Spearman >= 0.9999 and flags >= 99.89% everywhere); ``converge=True`` with 8
+Newton steps: 23/24, worst 0.058.  On larger data it is about the anchor's own run-to-run
+difference.  The PCA projection and the kNN space are those of the first score (a full
+recompute refits the PCA on the kept rows).  Independently of
 the anchor, ``tests/test_scoring_incremental.py`` checks the refit's definition with autograd:
 after three Newton steps the new fold gradients equal the previous fit's within 5% of the
 change's gradient, and ``converge=True`` matches fold models refined by L-BFGS to the optimum
