@@ -287,6 +287,9 @@ def test_a_failed_run_record_restores_the_fields_and_patches_views_are_refused(d
     with pytest.raises(ValueError, match="not a patches/frames/clips view"):
         la.compute_embeddings(ds.to_patches("ground_truth"), embeddings_field="e", progress=False)
     assert "onpatches" not in ds.list_runs()
+    ds.clone_sample_field("predictions", "predictions2")
+    with pytest.raises(ValueError, match="holds the detection run of 'ground_truth' / 'predictions'"):
+        la.compute_detection_issues(ds, "ground_truth", "predictions2", progress=False)
 
 
 @pytest.mark.parametrize("delegated", [False, True])

@@ -222,6 +222,15 @@ def compute_detection_issues(samples, label_field, pred_field, audit_key="det_au
                              "media type %r" % samples.media_type)
         _check_fields(samples, label_field, pred_field)
         check_run_key(samples, audit_key, RUN_METHOD)
+        if audit_key in samples._root_dataset.list_runs():  # a run of this method: same fields only
+            prev = samples._root_dataset.get_run_info(audit_key).config.serialize()
+            if (prev.get("label_field"), prev.get("pred_field")) != (label_field, pred_field):
+                raise ValueError(
+                    "Audit key %r holds the detection run of %r / %r; scoring %r / %r under it would "
+                    "leave that run's fields stale. Choose another audit_key, or "
+                    "dataset.delete_run(%r) first. Nothing was written"
+                    % (audit_key, prev.get("label_field"), prev.get("pred_field"), label_field,
+                       pred_field, audit_key))
 
         report(0.0, "Reading boxes")
         gp, pp = label_field + ".detections.", pred_field + ".detections."
