@@ -403,7 +403,7 @@ def _compute_multitask(samples, label_fields, embeddings_field, audit_key, class
                           field_names)
     from .runs import save_run
     from .scoring import score_label_issues
-    from .writes import write_rows
+    from .writes import write_all_or_nothing
 
     fields = validate_label_fields(samples, label_fields)
     if combine not in COMBINE:
@@ -492,26 +492,43 @@ def _compute_multitask(samples, label_fields, embeddings_field, audit_key, class
         S[excluded] = np.nan
     names = combined_field_names(audit_key)
     columns.update(_combined_columns(n, fields, S, flags, amb, combine, names))
-    write_rows(samples, columns, ids, ids)
+    existed = set(samples._root_dataset.list_runs())
 
-    report(0.95, "Recording the runs")
-    tasks = {}
-    for f, labs, keep, skipped, cls, y, result in scored:
-        tasks[f] = _record_run(samples, keys[f], f, embeddings_field, False, cls, n_folds, k,
-                               random_state, field_names(keys[f]), result, y, ids, ids, labs,
-                               keep, skipped)
-    combined, worst = combine_task_scores(S, combine)
-    has = np.isfinite(S)
-    n_issues = (flags & has).sum(axis=1)
-    out = MultiTaskQualityResults(audit_key, fields, keys, tasks, combine, names, ids,
-                                  combined, n_issues,
-                                  [fields[w] if w >= 0 else None for w in worst])
-    config = dict(label_fields=fields, task_keys=keys, embeddings_field=embeddings_field,
-                  combine=combine, fields=names, n_folds=n_folds, k=k,
-                  random_state=random_state)
-    save_run(samples, audit_key, GROUP_METHOD, config,
-             dict(tasks=out.task_counts(), num_samples=n,
-                  num_with_issue=int((n_issues > 0).sum())))
+    def record_runs():
+        try:
+            return _record_runs()
+        except BaseException:  # task records this call created go with the fields
+            root = samples._root_dataset
+            for key in keys.values():
+                if key not in existed and key in root.list_runs():
+                    root.delete_run(key)
+            raise
+
+    def _record_runs():
+        report(0.95, "Recording the runs")
+        tasks = {}
+        for f, labs, keep, skipped, cls, y, result in scored:
+            tasks[f] = _record_run(samples, keys[f], f, embeddings_field, False, cls, n_folds, k,
+                                   random_state, field_names(keys[f]), result, y, ids, ids, labs,
+                                   keep, skipped)
+        combined, worst = combine_task_scores(S, combine)
+        has = np.isfinite(S)
+        n_issues = (flags & has).sum(axis=1)
+        out = MultiTaskQualityResults(audit_key, fields, keys, tasks, combine, names, ids,
+                                      combined, n_issues,
+                                      [fields[w] if w >= 0 else None for w in worst])
+        config = dict(label_fields=fields, task_keys=keys, embeddings_field=embeddings_field,
+                      combine=combine, fields=names, n_folds=n_folds, k=k,
+                      random_state=random_state)
+        save_run(samples, audit_key, GROUP_METHOD, config,
+                 dict(tasks=out.task_counts(), num_samples=n,
+                      num_with_issue=int((n_issues > 0).sum())))
+        return out
+
+    # the run records are part of the write: if saving one fails, the fields are restored and
+    # the task records this call created are removed (a task record that existed before keeps
+    # its new version: each save is safe, but there is no undo of a replaced record)
+    out = write_all_or_nothing(samples, [(columns, ids, ids, None)], then=record_runs)
     report(1.0, "Done")
     return out
 

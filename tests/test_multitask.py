@@ -400,3 +400,24 @@ def test_operators_multitask_round_trip(digits_dir, tmp_path):
         assert exp.result["num_rows"] == 120
     finally:
         ds.delete()
+
+
+def test_a_failed_group_record_leaves_no_fields_behind(mt, monkeypatch):
+    import label_audit as la
+    from label_audit import runs
+    from label_audit.multitask import GROUP_METHOD
+
+    real = runs.save_run
+
+    def fail_on_group(samples, run_key, method, *args, **kwargs):
+        if method == GROUP_METHOD:
+            raise KeyboardInterrupt
+        return real(samples, run_key, method, *args, **kwargs)
+
+    before = set(mt.get_field_schema())
+    monkeypatch.setattr(runs, "save_run", fail_on_group)
+    with pytest.raises(KeyboardInterrupt):
+        la.compute_label_quality(mt, ["digit", "parity"], audit_key="mt2", progress=False)
+    monkeypatch.undo()
+    assert set(mt.get_field_schema()) == before
+    assert not [k for k in mt.list_runs() if k.startswith("mt2")]
