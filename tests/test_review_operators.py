@@ -72,3 +72,59 @@ def test_relabel_operator_refuses_unknown_class(scored):
             dataset=scored, view=scored.view(), selected=ids,
             params=dict(audit_key="audit", label="eleven")))
     assert raw_docs(scored) == before
+
+
+def _error_of(name, ds, params):
+    import fiftyone.operators as foo
+
+    try:
+        result = foo.execute_operator(PLUGIN + "/" + name, ctx=dict(dataset=ds, view=ds.view(), params=params))
+    except Exception as e:  # execute_operator raises ExecutionError for immediate runs
+        return str(e)
+    return result.error
+
+
+def test_operators_without_their_inputs_say_what_is_missing(scored, dataset):
+    """Run without the form (or after a form that only showed a warning): a clear message,
+    not a KeyError; evaluate_cleaning falls back to the key its form offers first."""
+    import fiftyone as fo
+
+    import label_audit as la
+
+    dataset.add_sample(fo.Sample(filepath="/tmp/x.png"))
+    assert "No label field chosen" in _error_of("compute_label_quality", dataset, {})
+    assert "Choose a ground-truth and a predictions field" in _error_of("compute_detection_issues", dataset, {})
+    assert "Choose an output folder" in _error_of("export_cleanset", dataset, {})  # no run: the form only warned
+    assert "Required property" in _error_of("export_cleanset", scored, dict(audit_key="audit"))
+    la.compute_label_quality(scored, "ground_truth", audit_key="foo", progress=False)
+    scored.delete_run("audit")
+    assert run_operator("evaluate_cleaning", scored, {}).result["table"]  # key "foo", not "audit"
+
+
+def test_panel_histogram_of_an_object_level_audit_and_a_deleted_task_run(digits_dir):
+    import fiftyone as fo
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    import label_audit as la
+    from label_audit.operators.panel import panel_data
+
+    _, filepaths, targets = digits_dir
+    X = load_digits().data[:80].astype(np.float32)
+    ds = fo.Dataset()
+    try:
+        ds.add_samples([fo.Sample(filepath=filepaths[i], objects=fo.Detections(detections=[
+            fo.Detection(label=str(targets[2 * i + j]), bounding_box=[0.5 * j, 0, 0.5, 1],
+                         embeddings=X[2 * i + j]) for j in range(2)]),
+            digit=fo.Classification(label=str(targets[i])),
+            parity=fo.Classification(label="even" if targets[i] % 2 == 0 else "odd"),
+            embeddings=X[i]) for i in range(40)], progress=False)
+        ds.add_sample_field("objects.detections.embeddings", fo.VectorField)
+        la.compute_label_quality(ds, "objects", audit_key="obj", k=5, progress=False)
+        assert sum(panel_data(ds, "obj")["histogram"][0]["y"]) == 80
+        la.compute_label_quality(ds, ["digit", "parity"], audit_key="mt", k=5, progress=False)
+        ds.delete_run("mt_parity")
+        data = panel_data(ds, "mt")
+        assert "run missing" in data["summary"]
+    finally:
+        ds.delete()

@@ -78,6 +78,9 @@ class ComputeDetectionIssues(DelegableOperator):
             value = params.get(name)
             return DEFAULTS[name] if value is None else float(value)
 
+        if not (params.get("label_field") and params.get("pred_field")):
+            raise ValueError("Choose a ground-truth and a predictions field: this needs two Detections "
+                             "fields (the annotations and a detector's predictions)")
         results = label_audit.compute_detection_issues(
             ctx.target_view(),
             params["label_field"],

@@ -78,7 +78,7 @@ class EvaluateCleaning(DelegableOperator):
         from label_audit.review.evaluate import VARIANTS, resolve_tasks
 
         p = ctx.params
-        key = p.get("audit_key") or "audit"
+        key = p.get("audit_key") or (evaluation_keys(ctx) or ["audit"])[0]  # what the form offers first
         tasks = resolve_tasks(ctx.dataset, None, key)
         refs = {field: p.get(_reference_param(i)) or None for i, (field, _) in enumerate(tasks)}
         progress = Progress(ctx, "Evaluating")

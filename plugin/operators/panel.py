@@ -34,9 +34,11 @@ def panel_data(dataset, audit_key="audit"):
     return data
 
 
-def _histogram(dataset, field):
-    if dataset.has_sample_field(field):
-        scores = np.array([s for s in dataset.values(field) if s is not None], dtype=float)
+def _histogram(dataset, field, path=None):
+    """20-bin histogram of a score; ``path`` the label attribute path for object-level runs."""
+    if path is not None or dataset.has_sample_field(field):
+        values = dataset.values(path, unwind=True) if path is not None else dataset.values(field)
+        scores = np.array([s for s in values if s is not None], dtype=float)
         if scores.size:
             counts, edges = np.histogram(scores, bins=20, range=(0.0, 1.0))
             return [dict(x=((edges[:-1] + edges[1:]) / 2).tolist(), y=counts.tolist(),
@@ -52,7 +54,11 @@ def _group_data(dataset, audit_key, group):
     auc, fixed, lines, plateaued, n_rounds = [], [], [], [], 0
     for field in group["label_fields"]:
         key = group["task_keys"][field]
-        rounds = cleaning_rounds(dataset, audit_key=key)
+        try:
+            rounds = cleaning_rounds(dataset, audit_key=key)
+        except ValueError:  # the task's run was deleted since
+            lines.append("%s (%s): run missing (re-run the multi-task scoring)" % (field, key))
+            continue
         xs = [r["round"] for r in rounds.rounds]
         n_rounds = max(n_rounds, len(rounds))
         if rounds.rounds:
@@ -92,7 +98,14 @@ def _rounds_data(dataset, audit_key):
                   name="fixed"),
              dict(x=xs, y=[r.get("reviewed", 0) for r in rounds.rounds], type="bar",
                   name="reviewed")]
-    hist = _histogram(dataset, "%s_label_issue_score" % audit_key)
+    field = "%s_label_issue_score" % audit_key
+    path = None
+    info = dataset.get_run_info(audit_key).config.serialize() if audit_key in dataset.list_runs() else {}
+    if info.get("patches"):  # object-level run: the score is an attribute of each label
+        from label_audit.review.context import ReviewContext
+
+        path = ReviewContext(dataset, audit_key).root_path(field)
+    hist = _histogram(dataset, field, path)
     return dict(auc=auc, fixed=fixed, histogram=hist, summary=message or rounds.summary(),
                 plateaued=bool(rounds.plateaued), n_rounds=len(rounds))
 

@@ -80,6 +80,9 @@ class ComputeLabelQuality(DelegableOperator):
         params = ctx.params
         progress = Progress(ctx, "Scoring")
         multitask = bool(params.get("multitask"))
+        if not (params.get("label_fields") if multitask else params.get("label_field")):
+            raise ValueError("No label field chosen: this dataset needs a Classification, Detections "
+                             "or Polylines field to audit (and embeddings, see Compute embeddings)")
         extra = dict(combine=params.get("combine") or "max") if multitask else {}
         results = label_audit.compute_label_quality(
             ctx.target_view(),

@@ -429,6 +429,8 @@ class ExportCleanset(DelegableOperator):
 
         p = ctx.params
         key = _audit_key(ctx, groups=True)
+        if not p.get("output_dir"):
+            raise ValueError("Choose an output folder for the cleaned labels (cleanset.csv, exclude.txt)")
         if key in _groups(ctx):
             report = label_audit.export_multitask_labels(
                 ctx.target_view(), p["output_dir"], audit_key=key,
