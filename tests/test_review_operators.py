@@ -128,3 +128,21 @@ def test_panel_histogram_of_an_object_level_audit_and_a_deleted_task_run(digits_
         assert "run missing" in data["summary"]
     finally:
         ds.delete()
+
+
+def test_deciding_on_the_whole_dataset_needs_a_confirmation(scored):
+    """Nothing selected on the unfiltered dataset: one click would tag every sample."""
+    import label_audit as la
+
+    ds = scored
+    assert "whole_dataset" in _error_of("mark_for_deletion", ds, dict(audit_key="audit"))  # the form's check
+    assert "confirm whole_dataset=True" in _error_of("mark_for_deletion", ds, dict(audit_key="audit",
+                                                                                 whole_dataset=False))
+    assert not ds.count_sample_tags()
+    view = la.suspects(ds, n=5)  # a filtered view (e.g. Show suspects): no confirmation needed
+    import fiftyone.operators as foo
+
+    res = foo.execute_operator(PLUGIN + "/mark_as_correct",
+                               ctx=dict(dataset=ds, view=view, params=dict(audit_key="audit")))
+    assert res.result["num_tagged"] == 5
+    assert _run("mark_for_deletion", ds, dict(whole_dataset=True)).result["num_tagged"] == 200

@@ -85,6 +85,17 @@ def _targets(ctx):
     return ctx.target_view()
 
 
+def _whole_dataset(ctx):
+    """Nothing selected and the current view holds every sample: a decision would tag the
+    whole dataset (one mis-click away), so the decision operators ask for a confirmation."""
+    if ctx.selected_labels or ctx.selected:
+        return False
+    try:
+        return len(ctx.target_view()) >= len(ctx.dataset)
+    except Exception:
+        return False
+
+
 def _done(ctx, text):
     if not ctx.delegated:
         ctx.ops.notify(text)
@@ -219,6 +230,10 @@ class _Decide(foo.Operator):
             else:
                 what = "all %d samples in the current view (nothing selected)" % len(ctx.view)
             inputs.view("targets", types.Notice(label="Applies to %s" % what))
+            if _whole_dataset(ctx):
+                inputs.bool("whole_dataset", default=False, required=True,
+                            label="Yes, decide on every sample of the dataset",
+                            description="Nothing is selected and the view is the whole dataset")
             self._form(inputs, ctx)
         return types.Property(inputs, view=types.View(label=self.op_label))
 
@@ -228,6 +243,10 @@ class _Decide(foo.Operator):
     def execute(self, ctx):
         import label_audit
 
+        if _whole_dataset(ctx) and not ctx.params.get("whole_dataset"):
+            raise ValueError("Nothing is selected and the view is the whole dataset: select samples or "
+                             "labels (or filter the view, e.g. Show suspects), or confirm "
+                             "whole_dataset=True to decide on all %d samples" % len(ctx.dataset))
         report = label_audit.tag_decisions(_targets(ctx), self.decision, label=self._label(ctx),
                                            audit_key=_audit_key(ctx))
         ctx.ops.reload_dataset()
