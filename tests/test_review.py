@@ -554,3 +554,18 @@ def test_evaluate_cleaning_refuses_object_level_audits(digits_dir):
             la.evaluate_cleaning(ds, audit_key="objaudit")
     finally:
         ds.delete()
+
+
+def test_review_on_a_frames_view_is_a_clear_error(tmp_path):
+    import fiftyone as fo
+
+    ds = fo.Dataset()
+    try:
+        s = fo.Sample(filepath=str(tmp_path / "v.mp4"), gt=fo.Classification(label="a"))
+        s.frames[1] = fo.Frame(x=1)
+        ds.add_sample(s)
+        frames = ds.to_frames(sample_frames="dynamic")
+        with pytest.raises(ValueError, match="frames/clips view"):
+            la.suspects(frames, label_field="gt")
+    finally:
+        ds.delete()

@@ -37,6 +37,9 @@ class ReviewContext:
         from ..quality import RUN_METHOD, _label_list_field, field_names
 
         root = samples._root_dataset
+        if getattr(samples, "_is_frames", False) or getattr(samples, "_is_clips", False):
+            raise ValueError("The review works on samples or object patches; this is a frames/clips view "
+                             "of dataset %r: pass the dataset or a view of its samples" % root.name)
         self.samples = samples
         self.root = root
         self.audit_key = audit_key
