@@ -48,8 +48,17 @@ def visualize(samples, embeddings_field="embeddings", patches_field=None, method
                 "Brain key %r holds a %s run on dataset %r, not a visualization: choose another "
                 "brain_key, or dataset.delete_brain_run(%r) first. Nothing was changed"
                 % (brain_key, kind or "brain", root.name, brain_key))
-    if method in ("umap", "pca"):
-        kwargs.setdefault("seed", random_state)
+    kwargs.setdefault("seed", random_state)  # every method (t-SNE's seed was not passed)
+    if method == "tsne":
+        n = len(samples) if patches_field is None else samples.count(path)
+        perplexity = float(kwargs.get("perplexity", 30.0))
+        if n <= perplexity:
+            raise ValueError("t-SNE with perplexity %g needs more than %d points; got %d. Use "
+                             "method='pca' or 'umap', or pass a smaller perplexity" % (perplexity, perplexity, n))
+        first = samples.limit(20).values(path, unwind=patches_field is not None)
+        dim = next((len(v) for v in first if v is not None), None)
+        if dim is not None:
+            kwargs.setdefault("pca_dims", min(50, int(dim)))  # Brain's PCA step needs pca_dims <= d
     # computed under a temporary key and swapped in only when it succeeded: a failing call
     # keeps the previous map
     tmp = brain_key + "_new"

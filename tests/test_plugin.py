@@ -191,6 +191,21 @@ def test_visualize_keeps_other_brain_runs_and_the_previous_map_on_failure(embedd
     ds.delete_brain_run("map2")
 
 
+def test_tsne_on_small_or_low_dimensional_data(embedded_digits):
+    """t-SNE: too few points is a clear error; fewer than 50 dims works (Brain's PCA step is
+    capped at d) and the seed is passed (two runs give the same map)."""
+    import label_audit as la
+
+    ds = embedded_digits
+    with pytest.raises(ValueError, match="t-SNE with perplexity 30 needs more than 30 points; got 20"):
+        la.visualize(ds.limit(20), method="tsne", brain_key="ts_small")
+    ds.set_values("emb8", [np.asarray(v[:8]) for v in ds.values("embeddings")])
+    a = la.visualize(ds.limit(60), embeddings_field="emb8", method="tsne", brain_key="ts8", max_iters=250).points
+    b = la.visualize(ds.limit(60), embeddings_field="emb8", method="tsne", brain_key="ts8", max_iters=250).points
+    assert a.shape == (60, 2) and np.allclose(a, b)
+    ds.delete_brain_run("ts8")
+
+
 def test_panel_data_after_scoring_and_a_round(embedded_digits):
     import label_audit as la
     from label_audit.operators.panel import panel_data

@@ -35,6 +35,21 @@ def test_probe_confusion_auc_and_plateau():
     assert not auc_plateaued([0.90, 0.95]) and auc_plateaued([0.90, 0.95, 0.9501])
 
 
+def test_confusion_probe_with_a_single_row_class():
+    """A class with one row cannot be split: it stays in training (the unstratified split used to
+    leave a single class in training and fail inside scikit-learn)."""
+    from label_audit.review.probe import probe_confusion
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(9, 4)).astype(np.float32)
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2])
+    for seed in range(10):
+        out = probe_confusion(X, y, 3, random_state=seed)
+        assert 8 not in out["test_index"] and out["n_train"] + out["n_test"] == 9
+    with pytest.raises(ValueError, match="at least two classes with 2 or more labelled rows"):
+        probe_confusion(X[:5], np.array([0, 0, 0, 0, 1]), 2)
+
+
 def test_plateau_and_class_of_interest_edge_cases():
     from label_audit.review.confusion import ConfusionReport
     from label_audit.review.rounds import CleaningRounds

@@ -66,8 +66,8 @@ def probe_confusion(X, y, n_classes, test_size=0.25, max_dim=64, random_state=0,
         X: (N, d) features
         y: (N,) int labels in ``[0, n_classes)``
         n_classes: K
-        test_size (0.25): held-out fraction (stratified when every class has
-            at least 2 rows)
+        test_size (0.25): held-out fraction, stratified; a class with a
+            single row stays in training
         max_dim (64): PCA dimension when ``d`` is larger (0: never reduce)
         random_state (0), C (1.0): split seed, inverse regularization
 
@@ -79,12 +79,20 @@ def probe_confusion(X, y, n_classes, test_size=0.25, max_dim=64, random_state=0,
     from sklearn.model_selection import train_test_split
 
     X, y = _validate(X, y, n_classes)
-    idx = np.arange(len(y))
     counts = np.bincount(y, minlength=n_classes)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    n_test = max(int(round(test_size * len(y))), len(np.unique(y)) if stratify is not None else 1)
-    tr, te = train_test_split(idx, test_size=n_test, random_state=random_state,
-                              stratify=stratify)
+    # a class with a single row cannot be split: it stays in training (held-out rows of the
+    # other classes can still be predicted as it); the rest is split stratified
+    single = counts[y] < 2
+    idx = np.flatnonzero(~single)
+    if np.unique(y[idx]).size < 2:
+        raise ValueError("The confusion probe needs at least two classes with 2 or more labelled rows; "
+                         "got class sizes %s" % sorted(counts[counts > 0].tolist(), reverse=True)[:10])
+    n_test = max(int(round(test_size * len(idx))), len(np.unique(y[idx])))
+    if n_test >= len(idx):
+        raise ValueError("Too few labelled rows (%d) for a held-out split of every class: label more "
+                         "samples or lower test_size" % len(idx))
+    tr, te = train_test_split(idx, test_size=n_test, random_state=random_state, stratify=y[idx])
+    tr = np.sort(np.concatenate([tr, np.flatnonzero(single)]))
     model = _probe(X.shape[1], len(tr), max_dim, random_state, C=C).fit(X[tr], y[tr])
     pred = _full_proba(model, X[te], n_classes).argmax(axis=1)
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
