@@ -186,11 +186,10 @@ def _check_keys(samples, audit_key, fields, task_keys):
     from .review.evaluate import evaluation_key
     from .review.state import review_key
 
-    from .runs import check_run_key
+    from .runs import check_key_syntax
 
+    check_key_syntax(audit_key)
     root = samples._root_dataset
-    if not isinstance(audit_key, str) or not audit_key.isidentifier():
-        check_run_key(samples, audit_key, GROUP_METHOD)  # raises: invalid key
     runs = set(root.list_runs())
     if audit_key in runs:
         method = getattr(root.get_run_info(audit_key).config, "method", None)
@@ -401,7 +400,7 @@ def _compute_multitask(samples, label_fields, embeddings_field, audit_key, class
                        random_state, combine, report, score_kwargs):
     from .quality import (_record_run, _resolve_classes, _result_columns, _stack, _valid_rows,
                           field_names)
-    from .runs import save_run
+    from .runs import refuse_generated_view, save_run
     from .scoring import score_label_issues
     from .writes import write_all_or_nothing
 
@@ -414,8 +413,6 @@ def _compute_multitask(samples, label_fields, embeddings_field, audit_key, class
     if unknown:
         raise ValueError("classes names fields %s that are not in label_fields %s"
                          % (unknown, fields))
-    from .runs import refuse_generated_view
-
     refuse_generated_view(samples, "compute_label_quality")
     if len(samples) == 0:
         raise ValueError("The view is empty: there is nothing to score")
@@ -495,35 +492,31 @@ def _compute_multitask(samples, label_fields, embeddings_field, audit_key, class
     existed = set(samples._root_dataset.list_runs())
 
     def record_runs():
+        report(0.95, "Recording the runs")
         try:
-            return _record_runs()
+            tasks = {}
+            for f, labs, keep, skipped, cls, y, result in scored:
+                tasks[f] = _record_run(samples, keys[f], f, embeddings_field, False, cls, n_folds, k,
+                                       random_state, field_names(keys[f]), result, y, ids, ids, labs,
+                                       keep, skipped)
+            combined, worst = combine_task_scores(S, combine)
+            n_issues = (flags & np.isfinite(S)).sum(axis=1)
+            out = MultiTaskQualityResults(audit_key, fields, keys, tasks, combine, names, ids,
+                                          combined, n_issues,
+                                          [fields[w] if w >= 0 else None for w in worst])
+            config = dict(label_fields=fields, task_keys=keys, embeddings_field=embeddings_field,
+                          combine=combine, fields=names, n_folds=n_folds, k=k,
+                          random_state=random_state)
+            save_run(samples, audit_key, GROUP_METHOD, config,
+                     dict(tasks=out.task_counts(), num_samples=n,
+                          num_with_issue=int((n_issues > 0).sum())))
+            return out
         except BaseException:  # task records this call created go with the fields
             root = samples._root_dataset
             for key in keys.values():
                 if key not in existed and key in root.list_runs():
                     root.delete_run(key)
             raise
-
-    def _record_runs():
-        report(0.95, "Recording the runs")
-        tasks = {}
-        for f, labs, keep, skipped, cls, y, result in scored:
-            tasks[f] = _record_run(samples, keys[f], f, embeddings_field, False, cls, n_folds, k,
-                                   random_state, field_names(keys[f]), result, y, ids, ids, labs,
-                                   keep, skipped)
-        combined, worst = combine_task_scores(S, combine)
-        has = np.isfinite(S)
-        n_issues = (flags & has).sum(axis=1)
-        out = MultiTaskQualityResults(audit_key, fields, keys, tasks, combine, names, ids,
-                                      combined, n_issues,
-                                      [fields[w] if w >= 0 else None for w in worst])
-        config = dict(label_fields=fields, task_keys=keys, embeddings_field=embeddings_field,
-                      combine=combine, fields=names, n_folds=n_folds, k=k,
-                      random_state=random_state)
-        save_run(samples, audit_key, GROUP_METHOD, config,
-                 dict(tasks=out.task_counts(), num_samples=n,
-                      num_with_issue=int((n_issues > 0).sum())))
-        return out
 
     # the run records are part of the write: if saving one fails, the fields are restored and
     # the task records this call created are removed (a task record that existed before keeps

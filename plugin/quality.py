@@ -157,17 +157,23 @@ def _read_rows(samples, label_field, embeddings_field, kind, list_field):
     return rows_id, rows_sid, rows_label, rows_emb
 
 
+def declared_classes(samples, label_field, labels):
+    """The class list the dataset declares for ``label_field``: ``samples.classes[field]``,
+    else ``default_classes`` unless it names none of ``labels`` (then it belongs to another
+    field, e.g. another task of a multi-task dataset; FiftyOne's ``get_classes`` would return
+    it anyway); [] if none."""
+    declared = samples.classes.get(label_field)
+    default = samples.default_classes
+    if not declared and default and set(default) & set(labels):
+        declared = default
+    return list(declared or [])
+
+
 def _resolve_classes(samples, label_field, labels, classes):
     present = sorted({l for l in labels if l is not None})
     if classes is None:
-        classes = samples.classes.get(label_field)  # (get_classes falls back to the default)
-        default = samples.default_classes
-        if not classes and default and set(default) & set(present):
-            # the dataset-wide default, unless it names none of this field's labels (then it
-            # belongs to another field, e.g. another task of a multi-task dataset)
-            classes = default
         # keep the dataset's declared order, and add any label it misses
-        classes = list(classes or present)
+        classes = declared_classes(samples, label_field, present) or list(present)
         classes += [c for c in present if c not in set(classes)]
     else:
         classes = list(classes)
@@ -369,10 +375,9 @@ def compute_label_quality(samples, label_field, embeddings_field="embeddings",
 def _compute_label_quality(samples, label_field, embeddings_field, audit_key, classes, n_folds, k,
                            random_state, report, score_kwargs):
     from .multitask import refuse_group_key
+    from .runs import refuse_generated_view
     from .scoring import score_label_issues
     from .writes import write_all_or_nothing
-
-    from .runs import refuse_generated_view
 
     refuse_generated_view(samples, "compute_label_quality")
     if len(samples) == 0:

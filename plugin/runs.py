@@ -55,17 +55,22 @@ def run_method(samples, run_key):
     return getattr(root.get_run_info(run_key).config, "method", None)
 
 
-def check_run_key(samples, run_key, method, what="audit_key"):
-    """Raises ``ValueError`` unless ``run_key`` is a valid run key that is free on
-    ``samples``' dataset or already holds a run of ``method`` (which a new run
-    of the same kind replaces). Call it before writing anything under the key.
-    """
+def check_key_syntax(run_key, what="audit_key"):
+    """Raises ``ValueError`` unless ``run_key`` can name a FiftyOne run (a Python identifier)."""
     if not isinstance(run_key, str) or not run_key.isidentifier():
         raise ValueError(
             "Invalid %s %r: it names a FiftyOne run and prefixes the fields written, so it "
             "must be a valid Python identifier (letters, digits, underscores; not starting "
             "with a digit), e.g. %r. Nothing was written"
             % (what, run_key, run_key_for(str(run_key))))
+
+
+def check_run_key(samples, run_key, method, what="audit_key"):
+    """Raises ``ValueError`` unless ``run_key`` is a valid run key that is free on
+    ``samples``' dataset or already holds a run of ``method`` (which a new run
+    of the same kind replaces). Call it before writing anything under the key.
+    """
+    check_key_syntax(run_key, what)
     existing = run_method(samples, run_key)
     if existing is not None and existing != method:
         raise ValueError(

@@ -495,8 +495,8 @@ def _stored_projection(samples, key, embeddings_field, model_name, dim, reduce_d
     root = samples._root_dataset
     if embeddings_field is None or key not in root.list_runs() or len(samples) >= len(root):
         return None
-    info = root.get_run_info(key).config
-    if getattr(info, "method", None) != RUN_METHOD or getattr(info, "model", None) != model_name:
+    # (compute_embeddings' check_run_key made sure the key holds an embeddings run)
+    if getattr(root.get_run_info(key).config, "model", None) != model_name:
         return None
     stored = getattr(root.load_run_results(key, cache=False), "reduction", None)
     if not stored:

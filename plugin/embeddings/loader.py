@@ -75,8 +75,7 @@ class ImageItems(torch.utils.data.Dataset):
                 errors.append(None)
             except (PatchError, ValueError) as e:
                 errors.append(str(e))
-        if len({tuple(t.shape) for t in tensors}) > 1:  # one image's crops, batched together
-            check_same_size([t.unsqueeze(0) for t in tensors])
+        check_same_size([t.unsqueeze(0) for t in tensors])  # one image's crops, batched together
         return i, (torch.stack(tensors) if tensors else None), errors
 
 

@@ -521,6 +521,11 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
 
     decisions = {i: ctx.decision_of(vals["tags"][i]) for i in rows}
     hard = [i for i in rows if decisions[i] == "delete" and confirm_delete]
+    if hard and not ctx.patches and ctx.root.media_type != "image":
+        raise ValueError(
+            "Not deleting: confirm_delete removes whole samples, and on a %s dataset an undo "
+            "could not restore their frames/slices. Nothing was changed. Apply without "
+            "confirm_delete to exclude them (flag %r) instead" % (ctx.root.media_type, F["excluded"]))
     if hard:
         hard_ids = [ids[i] for i in hard]
         refs = _referencing_views(ctx.root, hard_ids)
@@ -541,11 +546,6 @@ def apply_decisions(samples, audit_key="audit", label_field=None, confirm_delete
 
     report(0.2, "Applying")
     touched_sids = [sids[i] for i in rows]
-    if hard and not ctx.patches and ctx.root.media_type != "image":
-        raise ValueError(
-            "Not deleting: confirm_delete removes whole samples, and on a %s dataset an undo "
-            "could not restore their frames/slices. Nothing was changed. Apply without "
-            "confirm_delete to exclude them (flag %r) instead" % (ctx.root.media_type, F["excluded"]))
     image = _before_image(ctx, touched_sids,
                           full_ids=[sids[i] for i in hard] if not ctx.patches else (),
                           rows=[ids[i] for i in rows],

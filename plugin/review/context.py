@@ -100,13 +100,12 @@ class ReviewContext:
 
     def classes(self):
         """The dataset's classes for the label field (run classes first)."""
+        from ..quality import declared_classes
+
         root = self.root
         known = list(self._classes or [])
         present = root.distinct(self.root_path("label"))
-        declared = root.classes.get(self.label_field)  # (get_classes falls back to the default)
-        if not declared and root.default_classes and set(root.default_classes) & (set(known) | set(present)):
-            declared = root.default_classes  # not when it names none of this field's labels
-        declared = declared or []
+        declared = declared_classes(root, self.label_field, set(known) | set(present))
         seen = set(known)
         for c in list(declared) + list(present):
             if c is not None and c not in seen:

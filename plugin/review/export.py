@@ -74,19 +74,17 @@ def export_cleanset(samples, output_dir, audit_key="audit", label_field=None,
     attrs = ["label", "tags"] + [S[c] for c in score_names] + list(F.values())
     vals = ctx.read(ids, sids, attrs)
     paths = dict(zip(*ctx.root.select(list(dict.fromkeys(sids))).values(["id", "filepath"])))
-    counts = {}
     # both files are written to temporary names and then renamed: an error or Ctrl-C half-way
     # leaves the previous export whole (never a truncated cleanset.csv beside an old exclude.txt)
     csv_tmp, exclude_tmp = csv_path + ".tmp", exclude_path + ".tmp"
     try:
-        _write_files(ctx, ids, sids, vals, paths, score_names, csv_tmp, exclude_tmp, counts)
+        n_excl, n_relab = _write_files(ctx, ids, sids, vals, paths, score_names, csv_tmp, exclude_tmp)
         os.replace(exclude_tmp, exclude_path)
         os.replace(csv_tmp, csv_path)
     finally:
         for tmp in (csv_tmp, exclude_tmp):
             if os.path.exists(tmp):
                 os.remove(tmp)
-    n_excl, n_relab = counts["excluded"], counts["relabelled"]
     clone = None
     if clone_name is not None:
         from fiftyone import ViewField as VF
@@ -102,8 +100,9 @@ def export_cleanset(samples, output_dir, audit_key="audit", label_field=None,
     return ExportReport(csv_path, exclude_path, len(ids), n_excl, n_relab, clone)
 
 
-def _write_files(ctx, ids, sids, vals, paths, score_names, csv_path, exclude_path, counts):
-    """Writes the cleanset CSV and the exclude list; counts the excluded/relabelled rows."""
+def _write_files(ctx, ids, sids, vals, paths, score_names, csv_path, exclude_path):
+    """Writes the cleanset CSV and the exclude list; returns the numbers of excluded and
+    relabelled rows."""
     F, S = ctx.fields, ctx.score_fields
     n_excl = n_relab = 0
     excluded_lines = []
@@ -131,4 +130,4 @@ def _write_files(ctx, ids, sids, vals, paths, score_names, csv_path, exclude_pat
             w.writerow([row[c] for c in COLUMNS])
     with open(exclude_path, "w") as f:
         f.writelines(line + "\n" for line in excluded_lines)
-    counts.update(excluded=n_excl, relabelled=n_relab)
+    return n_excl, n_relab

@@ -101,7 +101,8 @@ from ..progress import within
 from .engine import LabelIssueResult, _finish
 from .importance import class_conditional_leverage
 from .mlp import MLP_UPDATE_EPOCHS, check_epochs
-from .probabilities import refit_fold_models, repeat_states, validate_features, validate_labels
+from .probabilities import (is_integral, refit_fold_models, repeat_states, validate_features,
+                            validate_labels)
 
 __all__ = ["update_label_issues"]
 
@@ -171,10 +172,9 @@ def _as_mask(sel, n, name):
         return sel.copy()
     m = np.zeros(n, bool)
     if sel.size:
-        if not np.issubdtype(sel.dtype, np.integer):
-            if not (np.issubdtype(sel.dtype, np.floating) and np.all(sel == np.round(sel))):
-                raise ValueError(f"{name} must be row indices (ints) or a bool mask of shape ({n},); "
-                                 f"got {sel.dtype} values such as {sel.ravel()[:3].tolist()}.")
+        if not is_integral(sel):
+            raise ValueError(f"{name} must be row indices (ints) or a bool mask of shape ({n},); "
+                             f"got {sel.dtype} values such as {sel.ravel()[:3].tolist()}.")
         if sel.min() < 0 or sel.max() >= n:
             raise ValueError(f"{name} indices must be in [0, {n}).")
         m[sel.astype(np.int64)] = True

@@ -308,6 +308,12 @@ def auto_n_repeats(n_samples: int, n_dims: int, n_classes: int, *, budget: float
     return int(np.clip(np.floor(budget / max(work, 1.0)), 1, max(int(max_repeats), 1)))
 
 
+def is_integral(a: np.ndarray) -> bool:
+    """True when ``a`` holds whole numbers: an integer dtype, or floats without a fraction."""
+    return np.issubdtype(a.dtype, np.integer) or (np.issubdtype(a.dtype, np.floating)
+                                                  and bool(np.all(a == np.round(a))))
+
+
 def check_folds(folds, n_samples: int) -> np.ndarray:
     """User-given fold assignments as int64, shape (N,) or (R, N), values in [0, F) with every
     fold used and holding out some rows (raises a clear ``ValueError`` otherwise; a -1 as in
@@ -315,8 +321,7 @@ def check_folds(folds, n_samples: int) -> np.ndarray:
     f = np.asarray(folds)
     if f.ndim not in (1, 2) or f.shape[-1] != n_samples:
         raise ValueError(f"folds must have shape (N,) or (n_repeats, N) with N = {n_samples}; got {f.shape}.")
-    if f.size == 0 or not (np.issubdtype(f.dtype, np.integer) or
-                           (np.issubdtype(f.dtype, np.floating) and np.all(f == np.round(f)))):
+    if f.size == 0 or not is_integral(f):
         raise ValueError("folds must hold integer fold numbers 0, 1, ..., n_folds - 1.")
     f = f.astype(np.int64).reshape(-1, n_samples)
     for r, row in enumerate(f):
